@@ -1,0 +1,41 @@
+// swift-tools-version:5.9
+// ferry: move and audit very large disk images with a per-chunk SHA-256 ledger.
+import PackageDescription
+
+let package = Package(
+    name: "ferry",
+    products: [
+        .executable(name: "ferry", targets: ["ferry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries, each behind one module map and imported by exactly one Swift target.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // Syscalls and ioctls that Glibc does not import (O_DIRECT, fallocate, BLK*).
+        .target(name: "CSys", cSettings: [.unsafeFlags(["-O3"])]),
+
+        // Chunk engine: file/block I/O, SHA-256, zero detection, the pipelined chunk pump.
+        .target(name: "Chunks", dependencies: ["CCrypto", "CSys"]),
+        // The SQLite ledger: the only importer of CSQLite.
+        .target(name: "Ledger", dependencies: ["CSQLite", "Chunks"]),
+        // Wire protocol: frames, codec, handshake; the only importer of CZstd.
+        .target(name: "Wire", dependencies: ["Chunks", "CZstd"]),
+        // Copy engine (local and remote ends), resume and resend.
+        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire"]),
+        // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
+        .target(name: "Verify", dependencies: ["Chunks", "Ledger"]),
+        // The ssh peer: spawning the far `ferry serve`, and the serve side itself.
+        .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify"]),
+        // Command-line commands (a library so tests can import it).
+        .target(name: "FerryCommands", dependencies: [
+            "Chunks", "Ledger", "Copy", "Verify", "Peer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ferry", dependencies: ["FerryCommands"]),
+        .testTarget(name: "FerryTests", dependencies: ["Chunks", "Ledger", "Wire", "Peer", "FerryCommands"]),
+    ]
+)

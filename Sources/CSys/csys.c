@@ -1,0 +1,44 @@
+#define _GNU_SOURCE
+#include "csys.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <unistd.h>
+
+int csys_open(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
+int csys_o_direct(void) { return O_DIRECT; }
+int csys_o_excl(void) { return O_EXCL; }
+int csys_o_cloexec(void) { return O_CLOEXEC; }
+
+int csys_blk_size64(int fd, uint64_t *out) { return ioctl(fd, BLKGETSIZE64, out); }
+int csys_blk_logical_sector(int fd, int *out) { return ioctl(fd, BLKSSZGET, out); }
+int csys_blk_zeroout(int fd, uint64_t offset, uint64_t length) {
+    uint64_t range[2] = { offset, length };
+    return ioctl(fd, BLKZEROOUT, range);
+}
+int csys_punch_hole(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int flags) {
+    unsigned int f = 0;
+    if (flags & 1) f |= SYNC_FILE_RANGE_WAIT_BEFORE;
+    if (flags & 2) f |= SYNC_FILE_RANGE_WRITE;
+    if (flags & 4) f |= SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, offset, length, f);
+}
+int csys_fadvise(int fd, int64_t offset, int64_t length, int advice) {
+    int a = advice == 1 ? POSIX_FADV_SEQUENTIAL : advice == 2 ? POSIX_FADV_DONTNEED : POSIX_FADV_NORMAL;
+    return posix_fadvise(fd, offset, length, a);
+}
+
+int csys_is_zero(const void *p, size_t n) {
+    const unsigned char *b = p;
+    // Check a short prefix word by word, then compare the buffer with itself shifted by the
+    // prefix: memcmp is vectorised, so this runs at memory bandwidth.
+    size_t head = n < 64 ? n : 64;
+    for (size_t i = 0; i < head; i++) if (b[i]) return 0;
+    if (n <= 64) return 1;
+    return memcmp(b, b + 64, n - 64) == 0;
+}

@@ -1,0 +1,31 @@
+// Thin C seams for what Swift's Glibc module does not import: O_DIRECT, fallocate and its
+// FALLOC_FL_* flags, sync_file_range, the BLK* ioctls, and a fast all-zero test.
+#ifndef CSYS_H
+#define CSYS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// open(2) with an explicit mode (open is variadic in C). Returns fd or -1 with errno set.
+int csys_open(const char *path, int flags, unsigned int mode);
+/// The O_DIRECT, O_EXCL, O_CLOEXEC and O_NOFOLLOW flag values.
+int csys_o_direct(void);
+int csys_o_excl(void);
+int csys_o_cloexec(void);
+
+/// BLKGETSIZE64: size in bytes of a block device. 0 or -1 (errno).
+int csys_blk_size64(int fd, uint64_t *out);
+/// BLKSSZGET: logical sector size of a block device.
+int csys_blk_logical_sector(int fd, int *out);
+/// BLKZEROOUT over [offset, offset+length).
+int csys_blk_zeroout(int fd, uint64_t offset, uint64_t length);
+/// fallocate(PUNCH_HOLE|KEEP_SIZE).
+int csys_punch_hole(int fd, int64_t offset, int64_t length);
+/// sync_file_range with the given flags (1 = WAIT_BEFORE, 2 = WRITE, 4 = WAIT_AFTER).
+int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int flags);
+/// posix_fadvise: 1 = SEQUENTIAL, 2 = DONTNEED. Returns 0 or an errno value.
+int csys_fadvise(int fd, int64_t offset, int64_t length, int advice);
+
+/// 1 when all n bytes are zero. Memory-bandwidth speed (word scan + memcmp against itself).
+int csys_is_zero(const void *p, size_t n);
+#endif

@@ -1,0 +1,74 @@
+import Glibc
+
+/// How an image is found again after a reboot, when /dev/zdN, /dev/loopN and /dev/sdX numbers
+/// have moved: the path the user gave, its canonical path, and for block devices every stable
+/// name (/dev/zvol/..., /dev/disk/by-id/..., ...) that points at the same device node.
+public struct DeviceIdentity: Sendable, Equatable {
+    public var given: String
+    public var canonical: String
+    /// The given path (made absolute), the canonical path, and the stable names.
+    public var names: [String]
+
+    static let stableRoots = ["/dev/zvol", "/dev/disk/by-id", "/dev/disk/by-uuid", "/dev/disk/by-partuuid",
+                              "/dev/disk/by-label", "/dev/disk/by-path", "/dev/mapper"]
+
+    public static func of(_ path: String) -> DeviceIdentity {
+        guard path != "-" else { return DeviceIdentity(given: "-", canonical: "-", names: []) }
+        let absolute = makeAbsolute(path)
+        let canonical = realPath(absolute) ?? absolute
+        var names = [absolute]
+        if canonical != absolute { names.append(canonical) }
+        var st = stat()
+        if stat(canonical, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK {
+            for root in stableRoots {
+                walkLinks(root, depth: 0) { link in
+                    if realPath(link) == canonical && !names.contains(link) { names.append(link) }
+                }
+            }
+        }
+        return DeviceIdentity(given: path, canonical: canonical, names: names)
+    }
+
+    public static func makeAbsolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return normalize(path) }
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buf, buf.count) != nil else { return path }
+        return normalize(String(cString: buf) + "/" + path)
+    }
+
+    /// Removes `.` and empty components and resolves `..` lexically (symlinks are kept).
+    static func normalize(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    public static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    private static func walkLinks(_ dir: String, depth: Int, _ visit: (String) -> Void) {
+        guard depth < 6, let d = opendir(dir) else { return }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            let full = dir + "/" + name
+            var st = stat()
+            guard lstat(full, &st) == 0 else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFLNK, S_IFBLK: visit(full)
+            case S_IFDIR: walkLinks(full, depth: depth + 1, visit)
+            default: break
+            }
+        }
+    }
+}

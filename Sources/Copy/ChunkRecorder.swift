@@ -1,0 +1,62 @@
+import Chunks
+import Ledger
+
+/// Records one image's chunk hashes in the ledger as they arrive (in index order), and keeps the
+/// hash-list root: SHA-256 over the concatenated chunk digests.
+final class ChunkRecorder {
+    let ledger: Ledger
+    let image: Int64
+    private var pending: [ChunkRow] = []
+    private var list = SHA256Hasher()
+    private(set) var count = 0
+    private(set) var zeroChunks = 0
+    private static let batch = 2048
+    /// A sending end flushes from its acknowledgement thread while its sink adds rows.
+    private let lock = NSLockish()
+
+    init(ledger: Ledger, image: Int64) {
+        self.ledger = ledger
+        self.image = image
+    }
+
+    /// Continues after chunks [0, n) recorded by an earlier attempt: the list root is rebuilt from
+    /// the ledger's rows (32 bytes a chunk, no image data is read).
+    func restore(upTo n: Int) throws {
+        let rows = try ledger.chunks(image: image).prefix(n)
+        guard rows.count == n, rows.enumerated().allSatisfy({ $0.offset == $0.element.index }) else {
+            throw FerryError(.ledger, "ledger \(ledger.path) lacks chunk rows 0..<\(n) of image \(image); cannot resume",
+                             hint: "start a fresh copy without --resume")
+        }
+        list = SHA256Hasher()
+        for r in rows { list.update(r.digest); if r.zero { zeroChunks += 1 } }
+        count = n
+    }
+
+    func add(index: Int, digest: Digest, zero: Bool) throws {
+        try lock.locked { try addLocked(index: index, digest: digest, zero: zero) }
+    }
+
+    private func addLocked(index: Int, digest: Digest, zero: Bool) throws {
+        precondition(index == count, "chunks must be recorded in order")
+        list.update(digest)
+        pending.append(ChunkRow(index: index, digest: digest, zero: zero))
+        count += 1
+        if zero { zeroChunks += 1 }
+        if pending.count >= Self.batch { try flushLocked() }
+    }
+
+    func flush() throws { try lock.locked { try flushLocked() } }
+
+    private func flushLocked() throws {
+        try ledger.recordChunks(image: image, pending)
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    /// The digest recorded for chunk `index`, while it is still in memory or in the ledger.
+    func digest(of index: Int) throws -> Digest? {
+        if let d = lock.locked({ pending.first(where: { $0.index == index })?.digest }) { return d }
+        return try ledger.chunk(image: image, index: index)?.digest
+    }
+
+    var listRoot: Digest { lock.locked { list.finalized() } }
+}

@@ -1,0 +1,135 @@
+import Chunks
+import Glibc
+import Ledger
+
+/// The writing end of a copy: writes each chunk once, zero chunks as holes, records the chunk
+/// hashes, makes data durable at checkpoints, and marks the image complete only after the final
+/// fdatasync.
+public final class DestinationWriter {
+    public let path: String
+    public let identity: DeviceIdentity
+    public let chunkSize: Int
+    public private(set) var file: ImageFile?
+    public private(set) var imageId: Int64?
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var durableChunks = 0
+    let writeZeros: Bool
+    var recorder: ChunkRecorder?
+    /// True while the file region being written is known to read as zeros already (a file just
+    /// truncated and sized), so zero chunks need no I/O at all.
+    private var regionIsHole = false
+    private lazy var zeros: AlignedBuffer = {
+        let b = AlignedBuffer(capacity: chunkSize)
+        memset(b.pointer, 0, b.capacity)
+        return b
+    }()
+
+    public init(path: String, chunkSize: Int, writeZeros: Bool) {
+        self.path = path
+        self.identity = DeviceIdentity.of(path)
+        self.chunkSize = chunkSize
+        self.writeZeros = writeZeros
+    }
+
+    /// Opens the destination and checks it, without changing a byte. Refuses a directory, a
+    /// mounted or busy block device, a block device smaller than `expectedSize`, and the source.
+    public func open(expectedSize: UInt64?, source: ImageFile?) throws {
+        let f = try ImageFile.openForWriting(path, truncate: false)
+        if let source, source.kind == f.kind, source.kind != .stream, source.device == f.device, source.inode == f.inode {
+            throw FerryError(.refused, "source and destination are the same \(f.kind == .blockDevice ? "device" : "file") (\(path))",
+                             hint: "name a different destination")
+        }
+        try checkFits(f, expectedSize)
+        file = f
+    }
+
+    func checkFits(_ f: ImageFile, _ expectedSize: UInt64?) throws {
+        if f.kind == .blockDevice, let expectedSize, let size = f.size, size < expectedSize {
+            throw FerryError(.refused, "destination \(path) holds \(size) bytes, smaller than the source's \(expectedSize)",
+                             hint: "grow the device (e.g. zfs set volsize=...) or choose a larger one; nothing was written")
+        }
+    }
+
+    /// Starts a fresh copy: a file destination is truncated and sized to `expectedSize`, so zero
+    /// chunks stay holes. Called once the first chunk passed the source's checks.
+    public func beginFresh(expectedSize: UInt64?) throws {
+        guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }
+        try checkFits(f, expectedSize)
+        if f.kind == .file {
+            try f.setLength(0)
+            try f.setLength(expectedSize ?? 0)
+            regionIsHole = true
+        }
+    }
+
+    public func register(in ledger: Ledger, size: UInt64?, transferId: String, peer: String?, options: String?) throws {
+        guard let file else { return }
+        let id = try ledger.createImage(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, options: options))
+        imageId = id
+        recorder = ChunkRecorder(ledger: ledger, image: id)
+    }
+
+    public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
+        imageId = image
+        let r = ChunkRecorder(ledger: ledger, image: image)
+        try r.restore(upTo: n)
+        recorder = r
+        durableChunks = n
+    }
+
+    /// Writes one chunk at its offset (streams: appended) and records its hash.
+    public func accept(_ slot: ChunkSlot) throws {
+        guard let file else { throw FerryError(.io, "destination \(path) is not open") }
+        if slot.isZero && !writeZeros {
+            try file.writeZeros(at: slot.offset, count: slot.length, alreadyHole: regionIsHole, zeros: zeros)
+        } else {
+            try file.write(from: slot.buffer.pointer, count: slot.length, at: slot.offset)
+        }
+        bytesWritten += UInt64(slot.length)
+        try recorder?.add(index: slot.index, digest: slot.digest, zero: slot.isZero)
+    }
+
+    /// Writes a byte range that is not a whole pipeline chunk (resend's sub-blocks).
+    public func write(_ p: UnsafeRawPointer, count: Int, at offset: UInt64, zero: Bool) throws {
+        guard let file else { throw FerryError(.io, "destination \(path) is not open") }
+        if zero && !writeZeros {
+            try file.writeZeros(at: offset, count: count, alreadyHole: false, zeros: zeros)
+        } else {
+            try file.write(from: p, count: count, at: offset)
+        }
+        bytesWritten += UInt64(count)
+    }
+
+    /// Chunks [0, through] are written: make them durable and their rows recorded. Only after
+    /// this may a checkpoint claim them (`checkpoint`, or the sender's acknowledgement).
+    public func makeDurable(through index: Int) throws {
+        try file?.sync()
+        try recorder?.flush()
+        durableChunks = index + 1
+    }
+
+    /// Makes chunks [0, through] durable, then records the checkpoint (in this order).
+    public func checkpoint(ledger: Ledger, through index: Int, hasher: SHA256Hasher?) throws {
+        try makeDurable(through: index)
+        if let imageId { try ledger.checkpoint(image: imageId, chunks: index + 1, state: hasher?.savedState) }
+    }
+
+    public func sync() throws { try file?.sync() }
+
+    /// The final step: size the file, fdatasync, then (and only then) mark the image complete.
+    public func complete(ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
+        guard let file else { throw FerryError(.io, "destination \(path) is not open") }
+        if file.kind == .file && (file.size ?? 0) != size { try file.setLength(size) }
+        try file.sync()
+        guard let recorder, let imageId else { return .zero }
+        try recorder.flush()
+        let root = recorder.listRoot
+        try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
+                            zeroChunks: recorder.zeroChunks)
+        durableChunks = recorder.count
+        return root
+    }
+
+    public var listRoot: Digest? { recorder?.listRoot }
+}

@@ -1,0 +1,113 @@
+import Chunks
+import Ledger
+
+/// A copy where both ends are on this host: one read of the source, one write of the destination,
+/// both recorded in this host's ledger and linked.
+public enum LocalCopy {
+    public static func run(source srcPath: String, destination dstPath: String, options: CopyOptions,
+                           ledger: Ledger, progress: ProgressCounter) throws -> CopyReport {
+        let started = monotonicSeconds()
+        var chunkSize = options.chunkSize
+        var resumeFrom: (dst: ImageRecord, src: ImageRecord)?
+        if options.resume {
+            resumeFrom = try findUnfinished(source: srcPath, destination: dstPath, ledger: ledger)
+            if let r = resumeFrom { chunkSize = r.dst.chunkSize }
+        }
+        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs)
+        let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        let pump = ChunkPump(chunkSize: chunkSize)
+        var transferId = newTransferID()
+        var startIndex = 0
+        var hasher = SHA256Hasher()
+        var rereadPrefix = false
+        var begun = false
+
+        if let r = resumeFrom, let point = try ledger.checkpoints(image: r.dst.id).first, point.chunks > 0 {
+            guard source.size != nil else {
+                throw FerryError(.usage, "--resume needs a source that can be read at an offset; \(srcPath) is a stream")
+            }
+            guard source.size == r.src.size else {
+                throw FerryError(.refused, "cannot resume: \(srcPath) is \(source.size ?? 0) bytes now, \(r.src.size ?? 0) when the copy started",
+                                 hint: "start a fresh copy without --resume")
+            }
+            let n = point.chunks
+            transferId = r.dst.transferId
+            try dest.open(expectedSize: source.size, source: source.file)
+            begun = true
+            // Re-read the last checkpointed chunk on both ends before trusting the ledger.
+            let srcRows = try ledger.chunks(image: r.src.id)
+            let dstRows = try ledger.chunks(image: r.dst.id)
+            try ResumePoint.check(chunk: n - 1, expected: srcRows.count >= n ? srcRows[n - 1].digest : nil,
+                                  what: "source", chunkSize: chunkSize) { try source.readChunk($0, into: $1) }
+            let reader = try ImageFile.openForReading(dstPath, direct: true)
+            let geometry = ChunkGeometry(size: source.size!, chunkSize: chunkSize)
+            try ResumePoint.check(chunk: n - 1, expected: dstRows.count >= n ? dstRows[n - 1].digest : nil,
+                                  what: "destination", chunkSize: chunkSize) { i, buf in
+                try reader.read(into: buf.pointer, count: geometry.length(of: i), at: geometry.offset(of: i))
+            }
+            (hasher, rereadPrefix) = try ResumePoint.hasher(saved: point.state, chunks: n,
+                                                             chunkSize: chunkSize) { try source.readChunk($0, into: $1) }
+            try source.reattach(ledger: ledger, image: r.src.id, upTo: n)
+            try dest.reattach(ledger: ledger, image: r.dst.id, upTo: n)
+            startIndex = n
+            progress.set(UInt64(n) * UInt64(chunkSize))
+        }
+
+        // Checks only; nothing is written before chunk 0 passed the container check.
+        if !begun { try dest.open(expectedSize: source.size, source: source.file) }
+        func openDestination() throws {
+            try dest.beginFresh(expectedSize: source.size)
+            try source.register(in: ledger, transferId: transferId, peer: dest.identity.canonical)
+            try dest.register(in: ledger, size: source.size, transferId: transferId, peer: source.identity.canonical,
+                              options: nil)
+            if let a = source.imageId, let b = dest.imageId { try ledger.link(a, b) }
+            begun = true
+        }
+
+        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: options.checkpointEvery, fill: { slot in
+            let n = try source.fill(slot)
+            // The destination is begun only after chunk 0 passed the container check, so a
+            // refused copy leaves the destination untouched.
+            if !begun { try openDestination() }
+            return n
+        }, consume: { slot in
+            try dest.accept(slot)
+            try source.record(slot)
+            progress.add(slot.length)
+        }, afterWhole: { slot in
+            try source.flush()
+            try dest.checkpoint(ledger: ledger, through: slot.index, hasher: slot.hasherAfter)
+            if let id = source.imageId { try ledger.checkpoint(image: id, chunks: slot.index + 1, state: slot.hasherAfter?.savedState) }
+        })
+        if !begun { try openDestination() }
+
+        let size = UInt64(startIndex) * UInt64(chunkSize) + result.bytes
+        let digest = result.wholeDigest!
+        let srcRoot = try source.complete(ledger: ledger, size: size, digest: digest)
+        let dstRoot = try dest.complete(ledger: ledger, size: size, digest: digest)
+        let chunks = ChunkGeometry(size: size, chunkSize: chunkSize).count
+        _ = rereadPrefix
+        return CopyReport(
+            source: CopyEndReport(path: srcPath, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
+                                  ledger: ledger.path, io: source.file.mode.rawValue),
+            destination: CopyEndReport(path: dstPath, host: nil, size: size, sha256: digest.hex, imageId: dest.imageId,
+                                       ledger: ledger.path, io: dest.file?.mode.rawValue),
+            chunkSize: chunkSize, chunks: chunks, zeroChunks: dest.listRoot == nil ? result.zeroChunks : (dest.recorder?.zeroChunks ?? 0),
+            listRoot: dstRoot.hex, imageId: dest.imageId, transferId: transferId, digestsMatch: srcRoot == dstRoot,
+            resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
+            bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
+            seconds: monotonicSeconds() - started)
+    }
+
+    /// The latest unfinished copy from `source` to `destination` in this ledger, if any.
+    static func findUnfinished(source: String, destination: String, ledger: Ledger) throws -> (dst: ImageRecord, src: ImageRecord)? {
+        let srcNames = Set(DeviceIdentity.of(source).names)
+        for dst in try ledger.images(named: DeviceIdentity.of(destination).names)
+        where dst.role == .destination && !dst.complete {
+            guard let peer = dst.peerImageId, let src = try ledger.image(peer), !src.complete,
+                  !srcNames.isDisjoint(with: src.names) else { continue }
+            return (dst, src)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Chunks
+import Copy
+import Foundation
+import Ledger
+import Peer
+
+struct CopyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy",
+        abstract: "Copy a disk image in one pass, hashing and recording both ends.",
+        discussion: """
+            SRC is a regular file, a block device, or - (stdin); DST is a regular file (created or \
+            overwritten), a block device, or - (stdout). Either side may be [user@]host:path on \
+            another host reached over ssh, where `ferry serve` runs the far end.
+
+            The source is read once and the destination written once, with O_DIRECT where the \
+            medium allows (else through the page cache, dropped behind the stream), so a 500 GB \
+            copy does not flood the cache. Every chunk gets a SHA-256 and the whole stream one \
+            that equals `sha256sum SRC`. Zero chunks become holes (files) or BLKZEROOUT (block \
+            devices). The destination is fdatasync'ed before the ledger marks it complete, and at \
+            checkpoints (every --checkpoint bytes) so that --resume can continue an interrupted copy.
+
+            A source that starts with a VDI, qcow2, VMDK, VHD or VHDX header is refused: copy the \
+            raw disk inside it (qemu-nbd --read-only -c /dev/nbd0 disk.vdi; ferry copy /dev/nbd0 ...), \
+            or pass --as-is.
+
+            EXAMPLES:
+              ferry copy /dev/nbd0 /dev/zvol/rpool/data/vm-100-disk-0
+              ferry copy disk.raw backup.raw --chunk-size 4M
+              some-producer | ferry copy - out.raw
+              ferry copy /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+              ferry copy --resume /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+            """
+    )
+
+    @Argument(help: ArgumentHelp("Source: file, block device, - for stdin, or [user@]host:path.", valueName: "src"))
+    var source: String
+
+    @Argument(help: ArgumentHelp("Destination: file, block device, - for stdout, or [user@]host:path.", valueName: "dst"))
+    var destination: String
+
+    @Option(name: .long, help: ArgumentHelp("Chunk size, a power of two from 64K to 256M.", valueName: "size"))
+    var chunkSize: String = "1M"
+
+    @Flag(name: .long, help: "Copy a disk-image container (VDI, qcow2, VMDK, VHD, VHDX) as it is.")
+    var asIs = false
+
+    @Flag(name: .long, help: "Write zero chunks as zeros instead of holes or BLKZEROOUT.")
+    var writeZeros = false
+
+    @Flag(name: .long, help: "Continue an interrupted copy with the same arguments from its last checkpoint.")
+    var resume = false
+
+    @Option(name: .long, help: ArgumentHelp("Make the destination durable and record a resume point every this many bytes.", valueName: "size"))
+    var checkpoint: String = "256M"
+
+    @Option(name: .long, help: ArgumentHelp("How to show progress on stderr (auto: a bar when stderr is a terminal).", valueName: "style"))
+    var progress: ProgressStyle = .auto
+
+    @Flag(name: .long, help: "Print a JSON summary on stdout (on stderr when DST is -).")
+    var json = false
+
+    @OptionGroup var ledgerOptions: LedgerOptions
+
+    @OptionGroup var remote: RemoteOptions
+
+    func run() throws {
+        try reporting {
+            var options = CopyOptions()
+            options.chunkSize = try parseChunkSize(chunkSize)
+            guard let cp = ChunkGeometry.parseSize(checkpoint), cp > 0 else {
+                throw FerryError(.usage, "cannot read --checkpoint '\(checkpoint)'", hint: "e.g. --checkpoint 256M")
+            }
+            options.checkpointBytes = cp
+            options.asIs = asIs
+            options.writeZeros = writeZeros
+            options.resume = resume
+            options.compressLevel = remote.compress
+            let src = Location.parse(source)
+            let dst = Location.parse(destination)
+            if src.isRemote && dst.isRemote {
+                throw FerryError(.usage, "both SRC and DST are remote; one end must be on this host",
+                                 hint: "run ferry on one of the two hosts")
+            }
+            let ledger = try ledgerOptions.open()
+            let meter = ProgressMeter(style: progress, total: try? sizeHint(src), label: "copy")
+            meter.start()
+            let report: CopyReport
+            do {
+                if src.isRemote || dst.isRemote {
+                    report = try RemoteCopy.run(source: src, destination: dst, options: options, ledger: ledger,
+                                                remote: remote.settings, progress: meter.counter)
+                } else {
+                    report = try LocalCopy.run(source: src.path, destination: dst.path, options: options, ledger: ledger,
+                                               progress: meter.counter)
+                }
+            } catch {
+                meter.finish()
+                throw error
+            }
+            meter.finish()
+            let print: (String) -> Void = dst == .local("-") ? Output.stderr : Output.stdout
+            if json {
+                print(Output.json(report))
+            } else {
+                print(Self.summary(report))
+            }
+            return report.digestsMatch ? .ok : .corrupt
+        }
+    }
+
+    /// The source size for the progress bar, when it can be known without reading.
+    private func sizeHint(_ src: Location) throws -> UInt64? {
+        guard case .local(let p) = src, p != "-" else { return nil }
+        return try ImageFile.openForReading(p, direct: false).size
+    }
+
+    static func summary(_ r: CopyReport) -> String {
+        var lines: [String] = []
+        let rate = Output.rate(r.destination.size, r.seconds)
+        var head = "copied \(Output.bytes(r.destination.size)) in \(String(format: "%.1f", r.seconds)) s (\(rate)), "
+            + "\(r.chunks) chunks of \(Output.bytes(UInt64(r.chunkSize))), \(r.zeroChunks) zero"
+        if let from = r.resumedFromChunk { head += ", resumed at chunk \(from)" }
+        lines.append(head)
+        let srcName = r.source.host.map { "\($0):\(r.source.path)" } ?? r.source.path
+        let dstName = r.destination.host.map { "\($0):\(r.destination.path)" } ?? r.destination.path
+        lines.append("  source       sha256 \(r.source.sha256)  \(srcName)")
+        lines.append("  destination  sha256 \(r.destination.sha256)  \(dstName)")
+        lines.append("  list root    \(r.listRoot)")
+        if let id = r.imageId {
+            lines.append("  ledger       image \(id) in \(r.destination.ledger ?? "?")\(r.remote != nil && r.destination.host != nil ? " on \(r.destination.host!)" : "")")
+        }
+        if let retries = r.retransmissions, retries > 0 { lines.append("  retransmitted \(retries) chunk(s) that arrived damaged") }
+        lines.append(r.digestsMatch ? "digests match" : "DIGESTS DIFFER: the destination does not hold what was read; do not trust it")
+        return lines.joined(separator: "\n")
+    }
+}

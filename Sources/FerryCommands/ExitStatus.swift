@@ -1,0 +1,46 @@
+import ArgumentParser
+import Chunks
+
+/// ferry's exit statuses, in one place (documented in ferry(1), EXIT STATUS).
+public enum ExitStatus: Int32, CaseIterable {
+    case ok = 0
+    /// verify found corruption; copy's two ends disagree; resend left chunks bad.
+    case corrupt = 1
+    case usage = 64
+    case notFound = 3
+    case io = 4
+    case refused = 5
+    case ledger = 6
+    case remote = 7
+    case unrepairable = 8
+    case interrupted = 130
+
+    public static func of(_ code: FerryError.Code) -> ExitStatus {
+        switch code {
+        case .usage: return .usage
+        case .notFound: return .notFound
+        case .io: return .io
+        case .refused: return .refused
+        case .ledger: return .ledger
+        case .wire, .remote: return .remote
+        case .mismatch: return .corrupt
+        case .unrepairable: return .unrepairable
+        case .interrupted: return .interrupted
+        }
+    }
+
+    public static let manual = """
+        0    success: the copy completed and both ends agree, or verify found every chunk intact.
+        1    data is not intact: verify found corrupt chunks or a size change, a copy's two ends \
+        computed different digests, or a resend left chunks bad.
+        64   usage error (bad arguments).
+        3    not found: a path, a ledger record or an image to verify does not exist.
+        4    I/O error reading or writing an image.
+        5    refused: ferry declined to do something unsafe (destination mounted or too small, \
+        source is a disk-image container, source changed since the copy).
+        6    ledger error: the ledger cannot be opened, is not a ferry ledger, or is newer than this ferry.
+        7    remote error: ssh or the far ferry failed, or the peer speaks an incompatible protocol.
+        8    unrepairable: chunks still read back wrong after repeated repair attempts (a failing disk).
+        130  interrupted.
+        """
+}

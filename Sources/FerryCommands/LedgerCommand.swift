@@ -1,0 +1,136 @@
+import ArgumentParser
+import Chunks
+import Foundation
+import Ledger
+
+private func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
+}
+
+struct LedgerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ledger",
+        abstract: "Show what the ledger knows: images, chunk hashes, runs and findings.",
+        discussion: """
+            The ledger is one SQLite file per host (see ferry(1)). Each copy records the source \
+            and the destination image (path as given, canonical path, stable device names, size, \
+            chunk size, whole-image SHA-256, hash-list root, role, completion), every chunk's \
+            SHA-256, and every copy, verify and resend run with its findings.
+
+            EXAMPLES:
+              ferry ledger list
+              ferry ledger show 2 --json
+              ferry ledger export 2 > vm-100.sha256list
+            """,
+        subcommands: [List.self, Show.self, Export.self]
+    )
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the recorded images.")
+        @Flag(name: .long, help: "Print JSON.") var json = false
+        @OptionGroup var ledgerOptions: LedgerOptions
+
+        func run() throws {
+            try reporting {
+                let images = try ledgerOptions.open(create: false).images()
+                if json { Output.stdout(Output.json(images)); return .ok }
+                Output.stdout("ID  ROLE         STATE       SIZE          CHUNK   SHA256            PATH")
+                for i in images {
+                    let state = i.complete ? "complete" : "incomplete"
+                    let size = i.size.map { Output.bytes($0) } ?? "?"
+                    let sha = i.sha256.map { String($0.prefix(16)) } ?? "-"
+                    let chunk = Output.bytes(UInt64(i.chunkSize)).replacingOccurrences(of: ".00 ", with: "")
+                    Output.stdout(pad("\(i.id)", 4) + pad(i.role.rawValue, 13) + pad(state, 12) + pad(size, 14)
+                                  + pad(chunk, 8) + pad(sha, 18) + i.host + ":" + i.path)
+                }
+                return .ok
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one image: its record, runs and latest findings.")
+        @Argument(help: ArgumentHelp("Image id (from `ferry ledger list`).", valueName: "id")) var id: Int64
+        @Flag(name: .long, help: "Print JSON.") var json = false
+        @OptionGroup var ledgerOptions: LedgerOptions
+
+        struct Shown: Encodable {
+            var image: ImageRecord
+            var peer: ImageRecord?
+            var runs: [RunWithFindings]
+        }
+        struct RunWithFindings: Encodable {
+            var run: RunRecord
+            var findings: [Finding]
+        }
+
+        func run() throws {
+            try reporting {
+                let ledger = try ledgerOptions.open(create: false)
+                guard let image = try ledger.image(id) else {
+                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
+                }
+                let runs = try ledger.runs(image: id).map { RunWithFindings(run: $0, findings: try ledger.findings(run: $0.id)) }
+                let peer = try image.peerImageId.flatMap { try ledger.image($0) }
+                if json {
+                    Output.stdout(Output.json(Shown(image: image, peer: peer, runs: runs)))
+                    return .ok
+                }
+                var lines = [
+                    "image \(image.id) (\(image.role.rawValue), \(image.complete ? "complete" : "incomplete"))",
+                    "  path        \(image.path)",
+                    "  canonical   \(image.canonical)",
+                    "  host        \(image.host)",
+                    "  kind        \(image.kind)",
+                    "  size        \(image.size.map { "\($0) bytes (\(Output.bytes($0)))" } ?? "unknown")",
+                    "  chunk size  \(image.chunkSize) (\(image.chunkCount.map(String.init) ?? "?") chunks, \(image.zeroChunks) zero)",
+                    "  sha256      \(image.sha256 ?? "-")",
+                    "  list root   \(image.listRoot ?? "-")",
+                    "  transfer    \(image.transferId)",
+                    "  created     \(image.createdAt)" + (image.completedAt.map { ", completed \($0)" } ?? ""),
+                ]
+                if !image.complete { lines.append("  checkpoint  \(image.checkpointChunks) chunks durable") }
+                if let peer { lines.append("  other end   image \(peer.id): \(peer.path)") }
+                else if let p = image.peer { lines.append("  other end   \(p)") }
+                if image.names.count > 1 { lines.append("  names       " + image.names.joined(separator: "\n              ")) }
+                for r in runs {
+                    lines.append("run \(r.run.id): \(r.run.kind) \(r.run.result), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)"), "
+                        + "read \(Output.bytes(r.run.bytesRead))" + (r.run.readMode.map { " (\($0))" } ?? "")
+                        + (r.run.bytesWritten > 0 ? ", wrote \(Output.bytes(r.run.bytesWritten))" : "")
+                        + (r.run.bytesSent > 0 ? ", sent \(Output.bytes(r.run.bytesSent))" : ""))
+                    for f in r.findings {
+                        lines.append("  \(f.kind.rawValue): bytes \(f.offset)+\(f.length), chunks \(f.firstChunk)-\(f.lastChunk)"
+                            + (f.repairedBy.map { ", repaired by run \($0)" } ?? "") + (f.detail.map { " (\($0))" } ?? ""))
+                    }
+                }
+                Output.stdout(lines.joined(separator: "\n"))
+                return .ok
+            }
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print an image's hash list: OFFSET LENGTH SHA256, one chunk a line.")
+        @Argument(help: ArgumentHelp("Image id.", valueName: "id")) var id: Int64
+        @OptionGroup var ledgerOptions: LedgerOptions
+
+        func run() throws {
+            try reporting {
+                let ledger = try ledgerOptions.open(create: false)
+                guard let image = try ledger.image(id) else {
+                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
+                }
+                let geometry = ChunkGeometry(size: image.size ?? 0, chunkSize: image.chunkSize)
+                var out = ""
+                out.reserveCapacity(1 << 16)
+                let stdout = FileHandle.standardOutput
+                for row in try ledger.chunks(image: id) {
+                    out += "\(geometry.offset(of: row.index)) \(geometry.length(of: row.index)) \(row.digest.hex)\n"
+                    if out.utf8.count > 1 << 16 { stdout.write(out.data(using: .utf8)!); out = "" }
+                }
+                stdout.write(out.data(using: .utf8)!)
+                return .ok
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Chunks
+import Foundation
+import Ledger
+import Peer
+import Verify
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Re-read an image from the medium and compare every chunk with the ledger.",
+        discussion: """
+            Finds the latest complete ledger record for TARGET (by the path given, its canonical \
+            path, or a stable name such as /dev/zvol/... or /dev/disk/by-id/...; or --image ID), \
+            re-reads TARGET with O_DIRECT so the bytes come from the disk and not the page cache \
+            (where O_DIRECT is refused, the cache is dropped before and behind the read, and the \
+            output says so), hashes the chunks on all cores and compares them with the ledger.
+
+            Every mismatching chunk is read a second time: a chunk that matches then is reported \
+            as transient, not as corruption. Corrupt chunks are coalesced into byte ranges; a \
+            size change is reported too. The run and its findings are recorded in the ledger, \
+            where `ferry resend` finds them.
+
+            TARGET may be [user@]host:path: the verify then runs on the far host, against its \
+            ledger and its disk, and the result is shown here.
+
+            Exit status: 0 when every chunk matched, 1 when corruption or a size change was found, \
+            other values for errors (see ferry(1)).
+
+            EXAMPLES:
+              ferry verify /dev/zvol/rpool/data/vm-100-disk-0
+              ferry verify --json backup.raw
+              ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The image to verify: file, block device or [user@]host:path.", valueName: "target"))
+    var target: String
+
+    @Option(name: .long, help: ArgumentHelp("Verify against this ledger image id instead of the latest one for TARGET.", valueName: "id"))
+    var image: Int64?
+
+    @Option(name: .long, help: ArgumentHelp("How to show progress on stderr.", valueName: "style"))
+    var progress: ProgressStyle = .auto
+
+    @Flag(name: .long, help: "Print the result as JSON on stdout.")
+    var json = false
+
+    @OptionGroup var ledgerOptions: LedgerOptions
+
+    @OptionGroup var remote: RemoteOptions
+
+    func run() throws {
+        try reporting {
+            let location = Location.parse(target)
+            let report: VerifyReport
+            if case .remote(let host, let path) = location {
+                let meter = ProgressMeter(style: progress, total: nil, label: "verify")
+                meter.start()
+                defer { meter.finish() }
+                report = try RemoteVerify.run(host: host, path: path, imageId: image, settings: remote.settings,
+                                              progress: meter.counter)
+            } else {
+                let ledger = try ledgerOptions.open(create: false)
+                let record = try Verifier.findImage(target: target, imageId: image, ledger: ledger)
+                let meter = ProgressMeter(style: progress, total: record.size, label: "verify")
+                meter.start()
+                defer { meter.finish() }
+                report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter)
+            }
+            Output.stdout(json ? Output.json(report) : Self.summary(report))
+            return report.status == "ok" ? .ok : .corrupt
+        }
+    }
+
+    static func summary(_ r: VerifyReport) -> String {
+        let name = r.host.map { "\($0):\(r.target)" } ?? r.target
+        var lines: [String] = []
+        if r.readMode != "direct" {
+            lines.append("note: \(name) could not be opened with O_DIRECT; read through the page cache after dropping it (\(r.readMode))")
+        }
+        for t in r.transientChunks {
+            lines.append("warning: chunk \(t) mismatched on the first read and matched on the second; the path between disk and memory may be flaky")
+        }
+        if r.sizeChanged {
+            lines.append("size changed: recorded \(r.expectedSize) bytes, found \(r.actualSize ?? 0)")
+        }
+        for b in r.badRanges {
+            let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
+            lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
+        }
+        let verdict = r.status == "ok" ? "OK" : "CORRUPT"
+        lines.append("\(verdict): \(name): \(r.chunks - r.badChunks) of \(r.chunks) chunks match image \(r.imageId) "
+            + "(\(Output.bytes(r.bytesRead)) read \(r.readMode) in \(String(format: "%.1f", r.seconds)) s, \(Output.rate(r.bytesRead, r.seconds)))")
+        if r.status != "ok" {
+            lines.append("repair with: ferry resend SRC \(name)")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,328 @@
+import CSQLite
+import Chunks
+import Glibc
+
+/// The user's proof: one SQLite file per host recording images, their chunk hashes, and runs.
+///
+/// Write ordering (what survives a crash at any instant):
+/// 1. An image row is created `complete = 0` before the first byte is written.
+/// 2. Chunk rows are recorded as chunks are hashed, in batches, each batch its own transaction.
+///    They describe bytes read or received; they do not claim the destination holds them.
+/// 3. `checkpoint` records "chunks [0, n) are durable" only after the destination was fdatasync'ed
+///    past chunk n-1 (and the chunk rows up to n are committed).
+/// 4. `complete` sets the whole-image digest and `complete = 1` only after the final fdatasync.
+/// WAL mode with synchronous=FULL: a committed transaction is on disk when commit returns.
+public final class Ledger {
+    public let path: String
+    let db: SQLiteConnection
+    public let host: String
+
+    /// `/var/lib/ferry/ledger.db` for root, else `$XDG_STATE_HOME/ferry/ledger.db`
+    /// (`~/.local/state/ferry/ledger.db`). `FERRY_LEDGER` overrides both.
+    public static func defaultPath(environment: [String: String]) -> String {
+        if let p = environment["FERRY_LEDGER"], !p.isEmpty { return p }
+        if geteuid() == 0 { return "/var/lib/ferry/ledger.db" }
+        if let x = environment["XDG_STATE_HOME"], !x.isEmpty { return x + "/ferry/ledger.db" }
+        return (environment["HOME"] ?? "/tmp") + "/.local/state/ferry/ledger.db"
+    }
+
+    /// Opens (creating when missing, mode 0600) and migrates the ledger at `path`.
+    public init(path: String, create: Bool = true) throws {
+        self.path = path
+        var st = stat()
+        let exists = stat(path, &st) == 0
+        if exists && (st.st_mode & S_IFMT) == S_IFDIR {
+            throw FerryError(.ledger, "ledger \(path) is a directory", hint: "pass --ledger PATH naming a file")
+        }
+        if !exists {
+            guard create else {
+                throw FerryError(.notFound, "no ledger at \(path)",
+                                 hint: "nothing has been recorded on this host yet; pass --ledger PATH if it lives elsewhere")
+            }
+            try Self.makeParent(of: path)
+            // Created 0600 before SQLite sees it: the ledger names every disk image on the host.
+            let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw FerryError.syscall("cannot create ledger", path: path) }
+            close(fd)
+        }
+        db = try SQLiteConnection(path: path)
+        host = Self.hostname()
+        try migrate()
+    }
+
+    static func makeParent(of path: String) throws {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        let dir = String(path[..<slash])
+        var st = stat()
+        if stat(dir, &st) == 0 { return }
+        try makeParent(of: dir)
+        guard mkdir(dir, 0o700) == 0 || errno == EEXIST else {
+            throw FerryError.syscall("cannot create ledger folder", path: dir)
+        }
+    }
+
+    public static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        return String(cString: buf)
+    }
+
+    private func scalar(_ sql: String) throws -> Int64 {
+        let s = try db.prepare(sql)
+        return try s.step() ? s.int(0) : 0
+    }
+
+    private func migrate() throws {
+        let appID = try scalar("PRAGMA application_id")
+        var version = try scalar("PRAGMA user_version")
+        let tables = try scalar("SELECT count(*) FROM sqlite_master")
+        if appID != Schema.applicationID && (appID != 0 || version != 0 || tables != 0) {
+            throw FerryError(.ledger, "\(path) is an SQLite database but not a ferry ledger",
+                             hint: "pass --ledger PATH to use another file")
+        }
+        if version > Schema.version {
+            throw FerryError(.ledger, "ledger \(path) has schema version \(version), newer than this ferry knows (\(Schema.version))",
+                             hint: "upgrade ferry on this host; the ledger was left unchanged")
+        }
+        try db.execute("PRAGMA journal_mode=WAL")
+        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA foreign_keys=ON")
+        while version < Schema.version {
+            let step = Schema.migrations[Int(version)]
+            try db.transaction {
+                try db.execute(step)
+                try db.execute("PRAGMA user_version=\(version + 1)")
+                try db.execute("PRAGMA application_id=\(Schema.applicationID)")
+            }
+            version += 1
+        }
+    }
+
+    public static func now() -> String {
+        var t = time(nil)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        var buf = [CChar](repeating: 0, count: 32)
+        strftime(&buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)
+        return String(cString: buf)
+    }
+
+    // MARK: Images
+
+    public func createImage(_ new: NewImage) throws -> Int64 {
+        try db.transaction {
+            try db.prepare("""
+                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                """).run([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
+                          .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
+                          .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
+                          .text(Self.now()), new.options.map { .text($0) } ?? .null])
+            let id = db.lastInsertRowID
+            let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
+            for name in Set(new.identity.names) {
+                try names.run([.text(name), .int(id)])
+            }
+            return id
+        }
+    }
+
+    public func link(_ a: Int64, _ b: Int64) throws {
+        try db.transaction {
+            let s = try db.prepare("UPDATE images SET peer_image_id = ? WHERE id = ?")
+            try s.run([.int(b), .int(a)])
+            try s.run([.int(a), .int(b)])
+        }
+    }
+
+    /// Records a batch of chunk hashes in one transaction (rows may be replaced by a resumed copy).
+    public func recordChunks(image: Int64, _ rows: [ChunkRow]) throws {
+        guard !rows.isEmpty else { return }
+        try db.transaction {
+            let s = try db.prepare("INSERT OR REPLACE INTO chunks(image_id, idx, sha256, zero) VALUES (?,?,?,?)")
+            for r in rows {
+                try s.run([.int(image), .int(Int64(r.index)), .blob(r.digest.bytes), .int(r.zero ? 1 : 0)])
+            }
+        }
+    }
+
+    /// Chunks [0, chunks) are durable at the destination; `state` resumes the whole-image hash
+    /// there. Call only after fdatasync of the data (and, at the sending end, after the receiver
+    /// said so). The newest three checkpoints are kept.
+    public func checkpoint(image: Int64, chunks: Int, state: [UInt8]?) throws {
+        try db.transaction {
+            try db.prepare("INSERT OR REPLACE INTO checkpoints(image_id, chunks, state) VALUES (?,?,?)")
+                .run([.int(image), .int(Int64(chunks)), state.map { .blob($0) } ?? .null])
+            try db.prepare("""
+                DELETE FROM checkpoints WHERE image_id = ? AND chunks NOT IN
+                  (SELECT chunks FROM checkpoints WHERE image_id = ? ORDER BY chunks DESC LIMIT 3)
+                """).run([.int(image), .int(image)])
+            try db.prepare("UPDATE images SET checkpoint_chunks = ? WHERE id = ?").run([.int(Int64(chunks)), .int(image)])
+        }
+    }
+
+    /// The recorded checkpoints of an image, newest first: (chunks, saved hash state).
+    public func checkpoints(image: Int64) throws -> [(chunks: Int, state: [UInt8]?)] {
+        try db.prepare("SELECT chunks, state FROM checkpoints WHERE image_id = ? ORDER BY chunks DESC")
+            .rows([.int(image)]) { (Int($0.int(0)), $0.blob(1)) }
+    }
+
+    /// Marks an image complete with its whole digest. For a destination: only after the final
+    /// fdatasync. Chunk rows past the final count (from an earlier, longer attempt) are removed.
+    public func complete(image: Int64, size: UInt64, sha256: Digest, listRoot: Digest, chunkCount: Int,
+                         zeroChunks: Int) throws {
+        try db.transaction {
+            try db.prepare("DELETE FROM chunks WHERE image_id = ? AND idx >= ?").run([.int(image), .int(Int64(chunkCount))])
+            try db.prepare("""
+                UPDATE images SET size = ?, sha256 = ?, list_root = ?, chunk_count = ?, zero_chunks = ?,
+                  complete = 1, completed_at = ?, checkpoint_chunks = ? WHERE id = ?
+                """).run([.int(Int64(size)), .text(sha256.hex), .text(listRoot.hex), .int(Int64(chunkCount)),
+                          .int(Int64(zeroChunks)), .text(Self.now()), .int(Int64(chunkCount)), .int(image)])
+            try db.prepare("DELETE FROM checkpoints WHERE image_id = ?").run([.int(image)])
+        }
+    }
+
+    private static let imageColumns = """
+        id, role, path, canonical, kind, host, size, chunk_size, sha256, list_root, chunk_count, zero_chunks,
+        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks
+        """
+
+    private func imageRows(_ whereClause: String, _ args: [Statement.Value]) throws -> [ImageRecord] {
+        let s = try db.prepare("SELECT \(Self.imageColumns) FROM images \(whereClause)")
+        let names = try db.prepare("SELECT name FROM image_names WHERE image_id = ? ORDER BY name")
+        return try s.rows(args) { r in
+            let id = r.int(0)
+            return ImageRecord(
+                id: id, role: ImageRole(rawValue: r.text(1) ?? "") ?? .destination, path: r.text(2) ?? "",
+                canonical: r.text(3) ?? "", kind: r.text(4) ?? "", host: r.text(5) ?? "",
+                size: r.optionalInt(6).map { UInt64($0) }, chunkSize: Int(r.int(7)), sha256: r.text(8),
+                listRoot: r.text(9), chunkCount: r.optionalInt(10).map { Int($0) }, zeroChunks: Int(r.int(11)),
+                complete: r.int(12) != 0, transferId: r.text(13) ?? "", peerImageId: r.optionalInt(14),
+                peer: r.text(15), createdAt: r.text(16) ?? "", completedAt: r.text(17),
+                checkpointChunks: Int(r.int(18)),
+                names: try names.rows([.int(id)]) { $0.text(0) ?? "" })
+        }
+    }
+
+    public func image(_ id: Int64) throws -> ImageRecord? {
+        try imageRows("WHERE id = ?", [.int(id)]).first
+    }
+
+    public func images() throws -> [ImageRecord] {
+        try imageRows("ORDER BY id", [])
+    }
+
+    /// Images known under any of `names` (newest first).
+    public func images(named names: [String]) throws -> [ImageRecord] {
+        guard !names.isEmpty else { return [] }
+        let marks = names.map { _ in "?" }.joined(separator: ",")
+        return try imageRows("WHERE id IN (SELECT image_id FROM image_names WHERE name IN (\(marks))) ORDER BY id DESC",
+                             names.map { .text($0) })
+    }
+
+    public func images(transfer: String) throws -> [ImageRecord] {
+        try imageRows("WHERE transfer_id = ? ORDER BY id", [.text(transfer)])
+    }
+
+    /// The latest complete image known under any of `names`; the one a verify checks against.
+    public func latestComplete(named names: [String]) throws -> ImageRecord? {
+        try images(named: names).first { $0.complete }
+    }
+
+    /// All chunk hashes of an image, in order.
+    public func chunks(image: Int64) throws -> [ChunkRow] {
+        try db.prepare("SELECT idx, sha256, zero FROM chunks WHERE image_id = ? ORDER BY idx").rows([.int(image)]) {
+            ChunkRow(index: Int($0.int(0)), digest: $0.digest(1) ?? .zero, zero: $0.int(2) != 0)
+        }
+    }
+
+    // MARK: Runs and findings
+
+    public func startRun(image: Int64, kind: String) throws -> Int64 {
+        try db.prepare("INSERT INTO runs(image_id, kind, started_at) VALUES (?,?,?)")
+            .run([.int(image), .text(kind), .text(Self.now())])
+        return db.lastInsertRowID
+    }
+
+    public struct RunEnd: Sendable {
+        public var result: String
+        public var bytesRead: UInt64 = 0
+        public var bytesWritten: UInt64 = 0
+        public var bytesSent: UInt64 = 0
+        public var readMode: String?
+        public var detail: String?
+        public init(result: String, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0, bytesSent: UInt64 = 0,
+                    readMode: String? = nil, detail: String? = nil) {
+            (self.result, self.bytesRead, self.bytesWritten, self.bytesSent) = (result, bytesRead, bytesWritten, bytesSent)
+            (self.readMode, self.detail) = (readMode, detail)
+        }
+    }
+
+    /// Ends a run and records its findings in one transaction.
+    public func finishRun(_ run: Int64, image: Int64, _ end: RunEnd, findings: [Finding] = []) throws {
+        try db.transaction {
+            try db.prepare("""
+                UPDATE runs SET ended_at = ?, result = ?, bytes_read = ?, bytes_written = ?, bytes_sent = ?,
+                  read_mode = ?, detail = ? WHERE id = ?
+                """).run([.text(Self.now()), .text(end.result), .int(Int64(end.bytesRead)), .int(Int64(end.bytesWritten)),
+                          .int(Int64(end.bytesSent)), end.readMode.map { .text($0) } ?? .null,
+                          end.detail.map { .text($0) } ?? .null, .int(run)])
+            let s = try db.prepare("""
+                INSERT INTO findings(run_id, image_id, kind, first_chunk, last_chunk, offset, length, detail)
+                VALUES (?,?,?,?,?,?,?,?)
+                """)
+            for f in findings {
+                try s.run([.int(run), .int(image), .text(f.kind.rawValue), .int(Int64(f.firstChunk)),
+                           .int(Int64(f.lastChunk)), .int(Int64(f.offset)), .int(Int64(f.length)),
+                           f.detail.map { .text($0) } ?? .null])
+            }
+        }
+    }
+
+    public func runs(image: Int64) throws -> [RunRecord] {
+        try db.prepare("""
+            SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail
+            FROM runs WHERE image_id = ? ORDER BY id
+            """).rows([.int(image)]) { r in
+            RunRecord(id: r.int(0), imageId: r.int(1), kind: r.text(2) ?? "", startedAt: r.text(3) ?? "",
+                      endedAt: r.text(4), result: r.text(5) ?? "", bytesRead: UInt64(r.int(6)),
+                      bytesWritten: UInt64(r.int(7)), bytesSent: UInt64(r.int(8)), readMode: r.text(9), detail: r.text(10))
+        }
+    }
+
+    public func findings(run: Int64) throws -> [Finding] {
+        try db.prepare("""
+            SELECT id, kind, first_chunk, last_chunk, offset, length, detail, repaired_by FROM findings
+            WHERE run_id = ? ORDER BY first_chunk
+            """).rows([.int(run)]) { r in
+            var f = Finding(kind: Finding.Kind(rawValue: r.text(1) ?? "") ?? .corrupt, firstChunk: Int(r.int(2)),
+                            lastChunk: Int(r.int(3)), offset: UInt64(r.int(4)), length: UInt64(r.int(5)), detail: r.text(6))
+            f.id = r.int(0)
+            f.repairedBy = r.optionalInt(7)
+            return f
+        }
+    }
+
+    /// The latest finished verify run of an image, with its findings.
+    public func latestVerify(image: Int64) throws -> (run: RunRecord, findings: [Finding])? {
+        guard let run = try runs(image: image).last(where: { $0.kind == "verify" && $0.endedAt != nil }) else { return nil }
+        return (run, try findings(run: run.id))
+    }
+
+    public func markRepaired(findings ids: [Int64], by run: Int64) throws {
+        try db.transaction {
+            let s = try db.prepare("UPDATE findings SET repaired_by = ? WHERE id = ?")
+            for id in ids { try s.run([.int(run), .int(id)]) }
+        }
+    }
+}
+
+extension Ledger {
+    /// One chunk's recorded hash.
+    public func chunk(image: Int64, index: Int) throws -> ChunkRow? {
+        let s = try db.prepare("SELECT idx, sha256, zero FROM chunks WHERE image_id = ? AND idx = ?")
+        return try s.rows([.int(image), .int(Int64(index))]) {
+            ChunkRow(index: Int($0.int(0)), digest: $0.digest(1) ?? .zero, zero: $0.int(2) != 0)
+        }.first
+    }
+}

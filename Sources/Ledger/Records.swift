@@ -1,0 +1,90 @@
+import Chunks
+
+public enum ImageRole: String, Codable, Sendable { case source, destination }
+
+/// One end of one copy, as the ledger knows it.
+public struct ImageRecord: Codable, Sendable {
+    public var id: Int64
+    public var role: ImageRole
+    public var path: String
+    public var canonical: String
+    public var kind: String
+    public var host: String
+    public var size: UInt64?
+    public var chunkSize: Int
+    public var sha256: String?
+    public var listRoot: String?
+    public var chunkCount: Int?
+    public var zeroChunks: Int
+    public var complete: Bool
+    public var transferId: String
+    public var peerImageId: Int64?
+    public var peer: String?
+    public var createdAt: String
+    public var completedAt: String?
+    public var checkpointChunks: Int
+    public var names: [String]
+}
+
+/// What a new image record starts with.
+public struct NewImage: Sendable {
+    public var role: ImageRole
+    public var identity: DeviceIdentity
+    public var kind: ImageKind
+    public var size: UInt64?
+    public var chunkSize: Int
+    public var transferId: String
+    public var peer: String?
+    public var options: String?
+
+    public init(role: ImageRole, identity: DeviceIdentity, kind: ImageKind, size: UInt64?, chunkSize: Int,
+                transferId: String, peer: String?, options: String? = nil) {
+        (self.role, self.identity, self.kind, self.size, self.chunkSize) = (role, identity, kind, size, chunkSize)
+        (self.transferId, self.peer, self.options) = (transferId, peer, options)
+    }
+}
+
+public struct RunRecord: Codable, Sendable {
+    public var id: Int64
+    public var imageId: Int64
+    public var kind: String
+    public var startedAt: String
+    public var endedAt: String?
+    public var result: String
+    public var bytesRead: UInt64
+    public var bytesWritten: UInt64
+    public var bytesSent: UInt64
+    public var readMode: String?
+    public var detail: String?
+}
+
+/// A problem a verify found: a range of chunks (and bytes) that did not match, or a size change.
+public struct Finding: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case corrupt      // mismatched twice
+        case transient    // mismatched once, matched on the re-read
+        case size         // the image is shorter or longer than recorded
+        case unreadable   // the medium returned an error
+    }
+    public var id: Int64?
+    public var kind: Kind
+    public var firstChunk: Int
+    public var lastChunk: Int
+    public var offset: UInt64
+    public var length: UInt64
+    public var detail: String?
+    public var repairedBy: Int64?
+
+    public init(kind: Kind, firstChunk: Int, lastChunk: Int, offset: UInt64, length: UInt64, detail: String? = nil) {
+        (self.kind, self.firstChunk, self.lastChunk, self.offset, self.length) = (kind, firstChunk, lastChunk, offset, length)
+        self.detail = detail
+    }
+}
+
+/// A chunk's recorded hash.
+public struct ChunkRow: Sendable, Equatable {
+    public var index: Int
+    public var digest: Digest
+    public var zero: Bool
+    public init(index: Int, digest: Digest, zero: Bool) { (self.index, self.digest, self.zero) = (index, digest, zero) }
+}

@@ -1,0 +1,130 @@
+import Chunks
+import Glibc
+import Ledger
+
+/// Re-reads an image from the medium, compares every chunk with the ledger, and reports every
+/// mismatch as coalesced byte ranges. A checker never stops at the first problem, and never says
+/// "ok" for a byte it did not read: chunks beyond a shrunken image or that failed to read are bad.
+public enum Verifier {
+    public static func run(target: String, imageId: Int64?, ledger: Ledger, progress: ProgressCounter) throws -> VerifyReport {
+        let started = monotonicSeconds()
+        let record = try findImage(target: target, imageId: imageId, ledger: ledger)
+        guard let expectedSize = record.size, let count = record.chunkCount else {
+            throw FerryError(.ledger, "image \(record.id) in \(ledger.path) has no recorded size")
+        }
+        let rows = try ledger.chunks(image: record.id)
+        guard rows.count == count, rows.enumerated().allSatisfy({ $0.offset == $0.element.index }) else {
+            throw FerryError(.ledger, "ledger \(ledger.path) holds \(rows.count) chunk rows for image \(record.id), expected \(count)",
+                             hint: "the ledger is damaged; restore it from a backup")
+        }
+        let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
+        let file = try ImageFile.openForReading(target, direct: true)
+        guard file.kind != .stream else {
+            throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
+        }
+        let run = try ledger.startRun(image: record.id, kind: "verify")
+        // Without O_DIRECT, drop what the cache holds first so the reads come from the medium.
+        if file.mode != .direct { file.dropCache() }
+        let actualSize = file.size ?? 0
+        var sizeChanged = false
+        if actualSize < expectedSize || (file.kind == .file && actualSize != expectedSize) { sizeChanged = true }
+        let readable = min(actualSize, expectedSize)
+        let readableChunks = ChunkGeometry(size: readable, chunkSize: record.chunkSize).count
+
+        var mismatched: [Int] = []
+        var unreadable = Set<Int>()
+        var bytesRead: UInt64 = 0
+        let pump = ChunkPump(chunkSize: record.chunkSize)
+        // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
+        _ = try pump.run(indices: Array(0..<readableChunks), fill: { slot in
+            let want = geometry.length(of: slot.index)
+            let avail = Int(min(UInt64(want), readable - slot.offset))
+            do {
+                let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
+                bytesRead += UInt64(n)
+                if n < avail { unreadable.insert(slot.index) }
+            } catch let e as FerryError where e.code == .io {
+                unreadable.insert(slot.index)
+                memset(slot.buffer.pointer, 0, want)
+            }
+            if avail < want { memset(slot.buffer.pointer + avail, 0, want - avail) }
+            return max(avail, 1)
+        }, consume: { slot in
+            if rows[slot.index].digest != slot.digest || slot.length != geometry.length(of: slot.index) {
+                mismatched.append(slot.index)
+            }
+            progress.add(slot.length)
+        })
+
+        // A mismatch is read once more before it is called corruption.
+        var corrupt: [Int] = []
+        var transient: [Int] = []
+        let buffer = AlignedBuffer(capacity: record.chunkSize)
+        for i in mismatched {
+            let want = geometry.length(of: i)
+            if unreadable.contains(i) || geometry.offset(of: i) + UInt64(want) > readable {
+                corrupt.append(i)
+                continue
+            }
+            if file.mode != .direct { file.dropCache() }
+            do {
+                let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
+                bytesRead += UInt64(n)
+                if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest {
+                    transient.append(i)
+                } else {
+                    corrupt.append(i)
+                }
+            } catch let e as FerryError where e.code == .io {
+                unreadable.insert(i)
+                corrupt.append(i)
+            }
+        }
+        // Chunks past the end of a shrunken image were not there to read: all bad.
+        if readableChunks < count { corrupt.append(contentsOf: readableChunks..<count) }
+        corrupt.sort()
+
+        let ranges = BadRange.coalesce(corrupt, geometry: geometry)
+        var findings = ranges.map { r in
+            Finding(kind: r.firstChunk == r.lastChunk && unreadable.contains(r.firstChunk) ? .unreadable : .corrupt,
+                    firstChunk: r.firstChunk, lastChunk: r.lastChunk, offset: r.offset, length: r.length)
+        }
+        findings += BadRange.coalesce(transient, geometry: geometry).map {
+            Finding(kind: .transient, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length)
+        }
+        if sizeChanged {
+            findings.append(Finding(kind: .size, firstChunk: readableChunks, lastChunk: max(readableChunks, count - 1),
+                                    offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
+                                    detail: "expected \(expectedSize) bytes, found \(actualSize)"))
+        }
+        let status = corrupt.isEmpty && !sizeChanged ? "ok" : "corrupt"
+        try ledger.finishRun(run, image: record.id,
+                             Ledger.RunEnd(result: status, bytesRead: bytesRead, readMode: file.mode.rawValue),
+                             findings: findings)
+        return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
+                            expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
+                            chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
+                            unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
+                            readMode: file.mode.rawValue, seconds: monotonicSeconds() - started)
+    }
+
+    /// The image a verify of `target` checks against: `--image ID`, or the latest complete record
+    /// known under any of the target's names.
+    public static func findImage(target: String, imageId: Int64?, ledger: Ledger) throws -> ImageRecord {
+        if let imageId {
+            guard let r = try ledger.image(imageId) else {
+                throw FerryError(.notFound, "no image \(imageId) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
+            }
+            guard r.complete else {
+                throw FerryError(.refused, "image \(imageId) in \(ledger.path) never completed, so there is nothing trustworthy to verify against",
+                                 hint: "finish the copy with `ferry copy --resume` first")
+            }
+            return r
+        }
+        guard let r = try ledger.latestComplete(named: DeviceIdentity.of(target).names) else {
+            throw FerryError(.notFound, "no completed copy of \(target) is recorded in ledger \(ledger.path)",
+                             hint: "`ferry ledger list` shows what is recorded; pass --image ID or --ledger PATH")
+        }
+        return r
+    }
+}

@@ -1,0 +1,54 @@
+import Chunks
+import Ledger
+
+/// A run of consecutive bad chunks, as byte offsets and chunk indices.
+public struct BadRange: Codable, Sendable, Equatable {
+    public var offset: UInt64
+    public var length: UInt64
+    public var firstChunk: Int
+    public var lastChunk: Int
+}
+
+/// What `ferry verify` found (and prints with --json).
+public struct VerifyReport: Codable, Sendable {
+    public var target: String
+    public var host: String?
+    public var ledger: String
+    public var imageId: Int64
+    public var runId: Int64
+    /// `ok` or `corrupt`.
+    public var status: String
+    public var expectedSize: UInt64
+    public var actualSize: UInt64?
+    public var chunkSize: Int
+    public var chunks: Int
+    public var badChunks: Int
+    public var badRanges: [BadRange]
+    /// Chunks that mismatched on the first read and matched on the re-read (not corruption,
+    /// but a sign of a flaky path between disk and memory).
+    public var transientChunks: [Int]
+    /// Chunks the medium refused to return (I/O errors), also counted in badRanges.
+    public var unreadableChunks: [Int]
+    public var sizeChanged: Bool
+    public var bytesRead: UInt64
+    public var readMode: String
+    public var seconds: Double
+}
+
+extension BadRange {
+    /// Coalesces sorted chunk indices into ranges of consecutive chunks.
+    public static func coalesce(_ indices: [Int], geometry: ChunkGeometry) -> [BadRange] {
+        var out: [BadRange] = []
+        for i in indices.sorted() {
+            if var last = out.last, last.lastChunk + 1 == i {
+                last.lastChunk = i
+                last.length = geometry.offset(of: i) + UInt64(geometry.length(of: i)) - last.offset
+                out[out.count - 1] = last
+            } else {
+                out.append(BadRange(offset: geometry.offset(of: i), length: UInt64(geometry.length(of: i)),
+                                    firstChunk: i, lastChunk: i))
+            }
+        }
+        return out
+    }
+}

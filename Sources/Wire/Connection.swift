@@ -1,0 +1,178 @@
+import Chunks
+import Glibc
+
+/// A framed, bidirectional byte stream over two file descriptors (ssh's stdin/stdout, or ours
+/// when serving). Sending is thread-safe (a sender's data and a receiver's acknowledgements share
+/// the pipe); receiving is for one thread.
+public final class Connection {
+    public let input: Int32
+    public let output: Int32
+    /// Who is at the other end, for error messages ("ssh pve", "the client").
+    public var peerName: String
+    /// The largest frame body accepted: a 256 MiB chunk plus its header.
+    public static let maxFrame = (256 << 20) + 4096
+
+    private let sendLock = NSLockish()
+    private let inbox = AlignedBuffer(capacity: 256 << 10)
+    private var inStart = 0
+    private var inEnd = 0
+    public private(set) var bytesSent: UInt64 = 0
+    public private(set) var bytesReceived: UInt64 = 0
+    /// Called when the peer closed the stream, to explain why (ssh's exit status and last words).
+    public var onClosed: (() -> FerryError)?
+
+    public init(input: Int32, output: Int32, peerName: String) {
+        self.input = input
+        self.output = output
+        self.peerName = peerName
+    }
+
+    // MARK: Sending
+
+    public func send(_ type: FrameType, _ body: [UInt8] = []) throws {
+        var head = [UInt8]()
+        head.appendBE(UInt32(body.count + 1))
+        head.append(type.rawValue)
+        try sendLock.locked {
+            try head.withUnsafeBytes { h in
+                try body.withUnsafeBytes { b in try writeAll([h, b]) }
+            }
+        }
+    }
+
+    /// Sends a chunk frame: header and payload leave in one writev, the payload without a copy.
+    public func sendChunk(_ header: ChunkHeader, payload: UnsafeRawBufferPointer) throws {
+        var head = [UInt8]()
+        head.reserveCapacity(5 + ChunkHeader.size)
+        head.appendBE(UInt32(1 + ChunkHeader.size + payload.count))
+        head.append(FrameType.chunk.rawValue)
+        header.encode(into: &head)
+        try sendLock.locked {
+            try head.withUnsafeBytes { h in try writeAll([h, payload]) }
+        }
+    }
+
+    private func writeAll(_ parts: [UnsafeRawBufferPointer]) throws {
+        var iov = parts.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var index = 0
+        while index < iov.count {
+            let n = retryingEINTR { writev(output, &iov[index], Int32(iov.count - index)) }
+            if n < 0 {
+                if errno == EPIPE || errno == ECONNRESET { throw closedError() }
+                throw FerryError.syscall("write to", path: peerName)
+            }
+            bytesSent += UInt64(n)
+            var left = n
+            while left > 0 && index < iov.count {
+                if left >= iov[index].iov_len {
+                    left -= iov[index].iov_len
+                    index += 1
+                } else {
+                    iov[index].iov_base += left
+                    iov[index].iov_len -= left
+                    left = 0
+                }
+            }
+        }
+    }
+
+    private func closedError() -> FerryError {
+        onClosed?() ?? FerryError(.remote, "\(peerName) closed the connection")
+    }
+
+    // MARK: Receiving
+
+    /// A received frame: a control frame with its whole body, or a chunk frame whose payload
+    /// (`payloadLength` bytes) is still to be read with `readPayload`.
+    public enum Incoming {
+        case control(FrameType, [UInt8])
+        case chunk(ChunkHeader, payloadLength: Int)
+    }
+
+    public func receive() throws -> Incoming {
+        var lenBytes = [UInt8](repeating: 0, count: 5)
+        try lenBytes.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: 5, atFrameStart: true) }
+        let length = Int(lenBytes.withUnsafeBytes { $0.loadBE(UInt32.self, at: 0) })
+        guard length >= 1, length <= Self.maxFrame else {
+            throw FerryError(.wire, "\(peerName) sent a frame of \(length) bytes; the stream is damaged or not ferry's",
+                             hint: "check that the far side runs `ferry serve` and that nothing else writes to its stdout (e.g. a shell profile)")
+        }
+        guard let type = FrameType(rawValue: lenBytes[4]) else {
+            throw FerryError(.wire, "\(peerName) sent an unknown frame type 0x\(String(lenBytes[4], radix: 16))",
+                             hint: "check that both ends run compatible ferry versions")
+        }
+        let bodyLength = length - 1
+        if type == .chunk {
+            guard bodyLength >= ChunkHeader.size else { throw FerryError(.wire, "\(peerName) sent a truncated chunk frame") }
+            var h = [UInt8](repeating: 0, count: ChunkHeader.size)
+            try h.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: ChunkHeader.size, atFrameStart: false) }
+            let header = try h.withUnsafeBytes { try ChunkHeader.decode($0) }
+            return .chunk(header, payloadLength: bodyLength - ChunkHeader.size)
+        }
+        var body = [UInt8](repeating: 0, count: bodyLength)
+        if bodyLength > 0 {
+            try body.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: bodyLength, atFrameStart: false) }
+        }
+        return .control(type, body)
+    }
+
+    /// Reads a chunk frame's payload into `p`.
+    public func readPayload(into p: UnsafeMutableRawPointer, count: Int) throws {
+        try readExactly(into: p, count: count, atFrameStart: false)
+    }
+
+    private func readExactly(into p: UnsafeMutableRawPointer, count: Int, atFrameStart: Bool) throws {
+        var done = 0
+        while done < count {
+            if inStart < inEnd {
+                let n = min(inEnd - inStart, count - done)
+                memcpy(p + done, inbox.pointer + inStart, n)
+                inStart += n
+                done += n
+                continue
+            }
+            let left = count - done
+            // Large payloads go straight into the caller's buffer; small reads are batched.
+            let direct = left >= inbox.capacity / 2
+            let target = direct ? p + done : inbox.pointer
+            let n = retryingEINTR { read(input, target, direct ? left : inbox.capacity) }
+            if n < 0 { throw FerryError.syscall("read from", path: peerName) }
+            if n == 0 {
+                if atFrameStart && done == 0 { throw closedError() }
+                let e = closedError()
+                throw FerryError(e.code, e.message + " in the middle of a frame", hint: e.hint)
+            }
+            bytesReceived += UInt64(n)
+            if direct {
+                done += n
+            } else {
+                inStart = 0
+                inEnd = n
+            }
+        }
+    }
+
+    // MARK: Conveniences
+
+    public func sendJSON<T: Encodable>(_ type: FrameType, _ value: T) throws { try send(type, JSONBody.encode(value)) }
+
+    public func sendError(_ e: FerryError) { try? send(.error, JSONBody.encode(WireError(e))) }
+
+    /// Receives the next control frame, showing log frames and turning error frames into errors.
+    public func expect(_ type: FrameType, log: (String) -> Void) throws -> [UInt8] {
+        while true {
+            switch try receive() {
+            case .control(.log, let body):
+                log(String(decoding: body, as: UTF8.self))
+            case .control(.error, let body):
+                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+            case .control(let t, let body) where t == type:
+                return body
+            case .control(let t, _):
+                throw FerryError(.wire, "\(peerName) sent a \(t) frame where a \(type) frame was expected")
+            case .chunk:
+                throw FerryError(.wire, "\(peerName) sent a chunk frame where a \(type) frame was expected")
+            }
+        }
+    }
+}
