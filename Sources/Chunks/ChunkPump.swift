@@ -215,3 +215,6 @@ public final class ChunkPump {
         available.signal()
     }
 }
+
+/// True when all `count` bytes at `p` are zero.
+public func isAllZero(_ p: UnsafeRawPointer, _ count: Int) -> Bool { csys_is_zero(p, count) != 0 }

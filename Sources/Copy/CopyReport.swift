@@ -24,6 +24,16 @@ public struct CopyEndReport: Codable, Sendable {
     public var imageId: Int64?
     public var ledger: String?
     public var io: String?
+
+    public init(path: String, host: String? = nil, size: UInt64, sha256: String, imageId: Int64? = nil, ledger: String? = nil, io: String? = nil) {
+        self.path = path
+        self.host = host
+        self.size = size
+        self.sha256 = sha256
+        self.imageId = imageId
+        self.ledger = ledger
+        self.io = io
+    }
 }
 
 /// What `ferry copy` reports (and prints with --json).
@@ -46,6 +56,26 @@ public struct CopyReport: Codable, Sendable {
     public var retransmissions: Int?
     public var remote: RemoteEndReport?
     public var seconds: Double
+
+    public init(source: CopyEndReport, destination: CopyEndReport, chunkSize: Int, chunks: Int, zeroChunks: Int, listRoot: String, imageId: Int64? = nil, transferId: String, digestsMatch: Bool, resumedFromChunk: Int? = nil, bytesRead: UInt64, bytesWritten: UInt64, bytesSent: UInt64? = nil, zeroFrames: Int? = nil, retransmissions: Int? = nil, remote: RemoteEndReport? = nil, seconds: Double) {
+        self.source = source
+        self.destination = destination
+        self.chunkSize = chunkSize
+        self.chunks = chunks
+        self.zeroChunks = zeroChunks
+        self.listRoot = listRoot
+        self.imageId = imageId
+        self.transferId = transferId
+        self.digestsMatch = digestsMatch
+        self.resumedFromChunk = resumedFromChunk
+        self.bytesRead = bytesRead
+        self.bytesWritten = bytesWritten
+        self.bytesSent = bytesSent
+        self.zeroFrames = zeroFrames
+        self.retransmissions = retransmissions
+        self.remote = remote
+        self.seconds = seconds
+    }
 }
 
 /// The far end of a remote copy.
@@ -55,4 +85,12 @@ public struct RemoteEndReport: Codable, Sendable {
     public var sha256: String
     public var imageId: Int64?
     public var ledger: String
+
+    public init(host: String, path: String, sha256: String, imageId: Int64? = nil, ledger: String) {
+        self.host = host
+        self.path = path
+        self.sha256 = sha256
+        self.imageId = imageId
+        self.ledger = ledger
+    }
 }

@@ -133,3 +133,7 @@ public final class DestinationWriter {
 
     public var listRoot: Digest? { recorder?.listRoot }
 }
+
+extension DestinationWriter {
+    public var zeroChunks: Int { recorder?.zeroChunks ?? 0 }
+}

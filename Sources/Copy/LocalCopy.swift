@@ -19,36 +19,14 @@ public enum LocalCopy {
         var transferId = newTransferID()
         var startIndex = 0
         var hasher = SHA256Hasher()
-        var rereadPrefix = false
         var begun = false
 
-        if let r = resumeFrom, let point = try ledger.checkpoints(image: r.dst.id).first, point.chunks > 0 {
-            guard source.size != nil else {
-                throw FerryError(.usage, "--resume needs a source that can be read at an offset; \(srcPath) is a stream")
-            }
-            guard source.size == r.src.size else {
-                throw FerryError(.refused, "cannot resume: \(srcPath) is \(source.size ?? 0) bytes now, \(r.src.size ?? 0) when the copy started",
-                                 hint: "start a fresh copy without --resume")
-            }
-            let n = point.chunks
+        if let r = resumeFrom, let n = try ledger.checkpointCounts(image: r.dst.id).first, n > 0 {
             transferId = r.dst.transferId
             try dest.open(expectedSize: source.size, source: source.file)
             begun = true
-            // Re-read the last checkpointed chunk on both ends before trusting the ledger.
-            let srcRows = try ledger.chunks(image: r.src.id)
-            let dstRows = try ledger.chunks(image: r.dst.id)
-            try ResumePoint.check(chunk: n - 1, expected: srcRows.count >= n ? srcRows[n - 1].digest : nil,
-                                  what: "source", chunkSize: chunkSize) { try source.readChunk($0, into: $1) }
-            let reader = try ImageFile.openForReading(dstPath, direct: true)
-            let geometry = ChunkGeometry(size: source.size!, chunkSize: chunkSize)
-            try ResumePoint.check(chunk: n - 1, expected: dstRows.count >= n ? dstRows[n - 1].digest : nil,
-                                  what: "destination", chunkSize: chunkSize) { i, buf in
-                try reader.read(into: buf.pointer, count: geometry.length(of: i), at: geometry.offset(of: i))
-            }
-            (hasher, rereadPrefix) = try ResumePoint.hasher(saved: point.state, chunks: n,
-                                                             chunkSize: chunkSize) { try source.readChunk($0, into: $1) }
-            try source.reattach(ledger: ledger, image: r.src.id, upTo: n)
-            try dest.reattach(ledger: ledger, image: r.dst.id, upTo: n)
+            hasher = try source.resume(ledger: ledger, image: r.src, at: n)
+            _ = try dest.resume(ledger: ledger, image: r.dst, at: n)
             startIndex = n
             progress.set(UInt64(n) * UInt64(chunkSize))
         }
@@ -86,7 +64,6 @@ public enum LocalCopy {
         let srcRoot = try source.complete(ledger: ledger, size: size, digest: digest)
         let dstRoot = try dest.complete(ledger: ledger, size: size, digest: digest)
         let chunks = ChunkGeometry(size: size, chunkSize: chunkSize).count
-        _ = rereadPrefix
         return CopyReport(
             source: CopyEndReport(path: srcPath, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
                                   ledger: ledger.path, io: source.file.mode.rawValue),

@@ -1,44 +1,70 @@
 import Chunks
 import Ledger
 
-/// Where an interrupted copy continues: chunks [0, chunks) are durable at the destination and
-/// recorded; `hasher` is the whole-image SHA-256 state after them.
-public struct ResumePoint {
-    public var chunks: Int
-    public var hasher: SHA256Hasher
-    /// True when the saved hash state could not be used and the prefix was re-read instead.
-    public var rereadPrefix: Bool
+/// Continuing an interrupted copy at a checkpoint: chunks [0, n) are durable at the destination
+/// and recorded at both ends. Before trusting that, each end re-reads its own chunk n-1 and
+/// checks it against its ledger; the whole-image hash continues from the state saved at n (or,
+/// when that state is missing or from an incompatible build, from a re-read of the prefix).
+public enum Resume {
+    /// Reads chunk `index` of an end into a buffer; returns its length.
+    typealias ChunkReader = (Int, AlignedBuffer) throws -> Int
 
-    public var offset: UInt64 { 0 }
-}
-
-extension ResumePoint {
-    /// Restores the whole-image hash state saved at a checkpoint. When the state is missing or was
-    /// saved by an incompatible build, rebuilds it by re-reading chunks [0, chunks) of `source`
-    /// (correct, but a second read of the prefix: said so in the output).
-    static func hasher(saved: [UInt8]?, chunks: Int, chunkSize: Int,
-                       reread: (Int, AlignedBuffer) throws -> Int) throws -> (SHA256Hasher, Bool) {
-        if let saved, let h = SHA256Hasher(savedState: saved), h.byteCount == UInt64(chunks) * UInt64(chunkSize) {
-            return (h, false)
-        }
-        var h = SHA256Hasher()
-        let buf = AlignedBuffer(capacity: chunkSize)
-        for i in 0..<chunks {
-            let n = try reread(i, buf)
-            h.update(buf.pointer, n)
-        }
-        return (h, true)
-    }
-
-    /// Re-reads chunk `index` with `read` and refuses unless it still hashes to `expected`.
-    static func check(chunk index: Int, expected: Digest?, what: String, chunkSize: Int,
-                      read: (Int, AlignedBuffer) throws -> Int) throws {
-        let buf = AlignedBuffer(capacity: chunkSize)
-        let n = try read(index, buf)
-        let d = Digest.sha256(buf.pointer, n)
-        guard let expected, d == expected else {
-            throw FerryError(.refused, "cannot resume: chunk \(index) of the \(what) no longer matches the ledger",
+    static func restore(ledger: Ledger, image: ImageRecord, at n: Int, what: String, read: ChunkReader) throws -> SHA256Hasher {
+        let buf = AlignedBuffer(capacity: image.chunkSize)
+        let len = try read(n - 1, buf)
+        guard let row = try ledger.chunk(image: image.id, index: n - 1),
+              Digest.sha256(buf.pointer, len) == row.digest else {
+            throw FerryError(.refused, "cannot resume: chunk \(n - 1) of the \(what) \(image.path) no longer matches the ledger",
                              hint: "the \(what) changed since the interrupted copy; start a fresh copy without --resume")
         }
+        let saved = try ledger.checkpoints(image: image.id).first { $0.chunks == n }?.state
+        if let saved, let h = SHA256Hasher(savedState: saved), h.byteCount == UInt64(n) * UInt64(image.chunkSize) {
+            return h
+        }
+        var h = SHA256Hasher()
+        for i in 0..<n {
+            let m = try read(i, buf)
+            h.update(buf.pointer, m)
+        }
+        return h
     }
+
+    /// The chunk counts at which both ends hold a checkpoint: the largest is where to continue.
+    public static func common(_ ours: [Int], _ theirs: [Int]) -> Int {
+        Set(ours).intersection(theirs).max() ?? 0
+    }
+}
+
+extension SourceReader {
+    /// Re-attaches to an unfinished source record at checkpoint `n`; returns the hash state there.
+    public func resume(ledger: Ledger, image: ImageRecord, at n: Int) throws -> SHA256Hasher {
+        guard file.size != nil else {
+            throw FerryError(.usage, "--resume needs a source that can be read at an offset; \(file.path) is a stream")
+        }
+        guard file.size == image.size else {
+            throw FerryError(.refused, "cannot resume: \(file.path) is \(file.size ?? 0) bytes now, \(image.size ?? 0) when the copy started",
+                             hint: "start a fresh copy without --resume")
+        }
+        let h = try Resume.restore(ledger: ledger, image: image, at: n, what: "source") { try readChunk($0, into: $1) }
+        try reattach(ledger: ledger, image: image.id, upTo: n)
+        return h
+    }
+}
+
+extension DestinationWriter {
+    /// Re-attaches to an unfinished destination record at checkpoint `n`; returns the hash state.
+    public func resume(ledger: Ledger, image: ImageRecord, at n: Int) throws -> SHA256Hasher {
+        let reader = try ImageFile.openForReading(path, direct: true)
+        let geometry = ChunkGeometry(size: image.size ?? UInt64.max, chunkSize: image.chunkSize)
+        let h = try Resume.restore(ledger: ledger, image: image, at: n, what: "destination") { i, buf in
+            try reader.read(into: buf.pointer, count: geometry.length(of: i), at: geometry.offset(of: i))
+        }
+        try reattach(ledger: ledger, image: image.id, upTo: n)
+        return h
+    }
+}
+
+extension Ledger {
+    /// Checkpoint chunk counts recorded for an image.
+    public func checkpointCounts(image: Int64) throws -> [Int] { try checkpoints(image: image).map(\.chunks) }
 }

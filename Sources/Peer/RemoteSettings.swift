@@ -1,3 +1,5 @@
+import Chunks
+
 /// How the client reaches the far host.
 public struct RemoteSettings: Sendable, Equatable {
     /// The remote shell and its arguments; nil means `ssh -o Compression=no`.
@@ -52,10 +54,10 @@ public struct RemoteSettings: Sendable, Equatable {
     /// quoted command string. Everything else (paths, options, ledger) travels in the protocol.
     public func command(host: String) throws -> [String] {
         guard !host.isEmpty, !host.hasPrefix("-") else {
-            throw FerryErrorShim.usage("'\(host)' is not a host name")
+            throw FerryError(.usage, "'\(host)' is not a host name")
         }
         let shell = rsh ?? Self.defaultShell
-        guard !shell.isEmpty else { throw FerryErrorShim.usage("--rsh is empty") }
+        guard !shell.isEmpty else { throw FerryError(.usage, "--rsh is empty") }
         return shell + [host, Self.shellQuote(remoteFerry) + " serve"]
     }
 }

@@ -56,7 +56,10 @@ public final class Connection {
         var iov = parts.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
         var index = 0
         while index < iov.count {
-            let n = retryingEINTR { writev(output, &iov[index], Int32(iov.count - index)) }
+            let start = index
+            let n = iov.withUnsafeMutableBufferPointer { v in
+                retryingEINTR { writev(output, v.baseAddress! + start, Int32(v.count - start)) }
+            }
             if n < 0 {
                 if errno == EPIPE || errno == ECONNRESET { throw closedError() }
                 throw FerryError.syscall("write to", path: peerName)

@@ -1,0 +1,169 @@
+import Chunks
+import Glibc
+import Ledger
+import Wire
+
+/// The receiving end of a remote copy (`ferry serve` on a push, the client on a pull): takes
+/// chunk frames off the wire, hashes each one independently and compares with the sender's hash
+/// before anything is written or fed to the whole-image hash, asks again (a bounded number of
+/// times) for chunks that arrived damaged, writes through the DestinationWriter, and makes data
+/// durable at checkpoints that the sender acknowledges.
+public final class WireReceiver {
+    let connection: Connection
+    let destination: DestinationWriter
+    let ledger: Ledger
+    let checkpointEvery: Int
+    let log: (String) -> Void
+    /// Called once, before the first chunk is written (a fresh copy truncates the file here).
+    var beforeFirstWrite: (() throws -> Void)?
+    private let codec = ZstdCodec(level: 1)
+    private var scratch: AlignedBuffer?
+    private let states = CheckpointStates()
+    private var stash: [Int: (ChunkHeader, [UInt8])] = [:]
+    private var attempts: [Int: Int] = [:]
+    public private(set) var retransmissions = 0
+    public private(set) var zeroFrames = 0
+    public private(set) var end: End?
+    private let zeroDigests = NSLockish()
+    private var zeroCache: [Int: Digest] = [:]
+
+    public static let maxAttempts = 3
+    static let maxStash = 64
+
+    public init(connection: Connection, destination: DestinationWriter, ledger: Ledger, checkpointEvery: Int,
+                beforeFirstWrite: (() throws -> Void)?, log: @escaping (String) -> Void) {
+        self.connection = connection
+        self.destination = destination
+        self.ledger = ledger
+        self.checkpointEvery = checkpointEvery
+        self.beforeFirstWrite = beforeFirstWrite
+        self.log = log
+    }
+
+    public func run(startIndex: Int, hasher: SHA256Hasher, progress: ProgressCounter) throws -> PumpResult {
+        let pump = ChunkPump(chunkSize: destination.chunkSize)
+        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, fill: { slot in
+            try fill(slot, pump: pump)
+        }, consume: { [self] slot in
+            try destination.accept(slot)
+            progress.add(slot.length)
+        }, afterWhole: { [self] slot in
+            // Durable first; the checkpoint is recorded when the sender acknowledges it.
+            try destination.makeDurable(through: slot.index)
+            states.put(slot.index + 1, slot.hasherAfter)
+            try connection.send(.checkpoint, U64Body.encode(UInt64(slot.index + 1)))
+        })
+        if let first = beforeFirstWrite { beforeFirstWrite = nil; try first() }
+        return result
+    }
+
+    /// Fills `slot` with chunk `slot.index` as received and checked; 0 at the sender's End.
+    private func fill(_ slot: ChunkSlot, pump: ChunkPump) throws -> Int {
+        let want = slot.index
+        while true {
+            if let (header, data) = stash.removeValue(forKey: want) {
+                data.withUnsafeBytes { _ = memcpy(slot.buffer.pointer, $0.baseAddress!, data.count) }
+                if try accept(header, slot: slot, length: data.count, pump: pump) { return data.count }
+                continue
+            }
+            switch try connection.receive() {
+            case .chunk(let header, let payloadLength):
+                let index = Int(header.index)
+                let raw = Int(header.rawLength)
+                guard raw <= destination.chunkSize, raw > 0 else {
+                    throw FerryError(.wire, "chunk frame \(index) claims \(raw) bytes; the chunk size is \(destination.chunkSize)")
+                }
+                if index < want {
+                    try discard(payloadLength)   // a late duplicate
+                    continue
+                }
+                if index > want {
+                    guard stash.count < Self.maxStash else {
+                        throw FerryError(.wire, "\(connection.peerName) ran \(Self.maxStash) chunks ahead of a damaged chunk \(want) without re-sending it")
+                    }
+                    let tmp = AlignedBuffer(capacity: destination.chunkSize)
+                    try readPayload(header, payloadLength, into: tmp)
+                    stash[index] = (header, Array(tmp.bytes(raw)))
+                    continue
+                }
+                try readPayload(header, payloadLength, into: slot.buffer)
+                if try accept(header, slot: slot, length: raw, pump: pump) { return raw }
+            case .control(.checkpointAck, let body):
+                let n = Int(try U64Body.decode(body))
+                if let id = destination.imageId {
+                    try ledger.checkpoint(image: id, chunks: n, state: states.take(n)?.savedState)
+                }
+            case .control(.end, let body):
+                end = try JSONBody.decode(End.self, body, what: "end")
+                guard stash.isEmpty else {
+                    throw FerryError(.wire, "\(connection.peerName) ended the copy with chunks \(stash.keys.sorted()) still out of order")
+                }
+                return 0
+            case .control(.log, let body):
+                log(String(decoding: body, as: UTF8.self))
+            case .control(.error, let body):
+                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+            case .control(let t, _):
+                throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during the copy")
+            }
+        }
+    }
+
+    private func discard(_ count: Int) throws {
+        guard count > 0 else { return }
+        let tmp = AlignedBuffer(capacity: count)
+        try connection.readPayload(into: tmp.pointer, count: count)
+    }
+
+    /// Reads a chunk payload into `buffer` as raw bytes: zero frames carry none, zstd frames are
+    /// decompressed.
+    private func readPayload(_ header: ChunkHeader, _ payloadLength: Int, into buffer: AlignedBuffer) throws {
+        let raw = Int(header.rawLength)
+        if header.flags.contains(.zero) {
+            guard payloadLength == 0 else { throw FerryError(.wire, "zero chunk frame \(header.index) carries a payload") }
+            memset(buffer.pointer, 0, raw)
+            zeroFrames += 1
+        } else if header.flags.contains(.zstd) {
+            guard payloadLength <= ZstdCodec.bound(destination.chunkSize) else {
+                throw FerryError(.wire, "compressed chunk frame \(header.index) is too large (\(payloadLength) bytes)")
+            }
+            if scratch == nil { scratch = AlignedBuffer(capacity: ZstdCodec.bound(destination.chunkSize)) }
+            try connection.readPayload(into: scratch!.pointer, count: payloadLength)
+            do {
+                try codec.decompress(scratch!.bytes(payloadLength), into: buffer.pointer, expected: raw)
+            } catch {
+                // A damaged compressed payload: make sure its hash fails, so it is asked for again.
+                memset(buffer.pointer, 0xA5, raw)
+            }
+        } else {
+            guard payloadLength == raw else {
+                throw FerryError(.wire, "chunk frame \(header.index) carries \(payloadLength) bytes for \(raw) raw bytes")
+            }
+            try connection.readPayload(into: buffer.pointer, count: raw)
+        }
+    }
+
+    /// Hashes what arrived and compares it with the sender's hash. On a mismatch, asks for the
+    /// chunk again and returns false; after `maxAttempts` damaged copies, gives up.
+    private func accept(_ header: ChunkHeader, slot: ChunkSlot, length: Int, pump: ChunkPump) throws -> Bool {
+        let p = slot.buffer.pointer
+        let digest = isAllZero(p, length) ? pump.zeroDigest(length: length) : Digest.sha256(p, length)
+        guard digest == header.digest else {
+            let index = Int(header.index)
+            let n = (attempts[index] ?? 0) + 1
+            attempts[index] = n
+            retransmissions += 1
+            guard n < Self.maxAttempts else {
+                throw FerryError(.remote, "chunk \(index) arrived damaged \(n) times from \(connection.peerName)",
+                                 hint: "the link or a host's memory is corrupting data; check them before copying again")
+            }
+            log("chunk \(index) arrived damaged (hash mismatch); asking for it again")
+            try connection.send(.retransmit, U64Body.encode(header.index))
+            return false
+        }
+        if let first = beforeFirstWrite { beforeFirstWrite = nil; try first() }
+        slot.presetDigest = digest
+        slot.expected = header.digest
+        return true
+    }
+}

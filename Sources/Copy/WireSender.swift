@@ -1,0 +1,144 @@
+import Chunks
+import Foundation
+import Ledger
+import Wire
+
+/// The sending end of a remote copy (the client on a push, `ferry serve` on a pull): reads the
+/// source once, sends chunk frames (zero chunks without payload, optionally zstd), keeps several
+/// chunks in flight, and on a second thread answers the receiver: re-sends chunks that arrived
+/// damaged, and records checkpoints the receiver made durable.
+public final class WireSender {
+    let connection: Connection
+    let source: SourceReader
+    let ledger: Ledger
+    let checkpointEvery: Int
+    let codec: ZstdCodec?
+    let log: (String) -> Void
+    private let states = CheckpointStates()
+    private let lock = NSLockish()
+    private var peerFailure: Error?
+    private var peerResult: [UInt8]?
+    private let finished = DispatchSemaphore(value: 0)
+    private var compressBuffer: AlignedBuffer?
+    public private(set) var zeroFrames = 0
+    public private(set) var retransmissions = 0
+
+    public init(connection: Connection, source: SourceReader, ledger: Ledger, checkpointEvery: Int, compressLevel: Int?,
+                log: @escaping (String) -> Void) {
+        self.connection = connection
+        self.source = source
+        self.ledger = ledger
+        self.checkpointEvery = checkpointEvery
+        self.codec = compressLevel.map { ZstdCodec(level: $0) }
+        self.log = log
+    }
+
+    private var failure: Error? { lock.locked { peerFailure } }
+
+    /// Streams chunks from `startIndex`, then End; returns the pump's result and the receiver's
+    /// result frame body.
+    public func run(startIndex: Int, hasher: SHA256Hasher, progress: ProgressCounter) throws -> (PumpResult, [UInt8]) {
+        let listener = Thread { [self] in listen() }
+        listener.stackSize = 1 << 20
+        listener.start()
+        let pump = ChunkPump(chunkSize: source.chunkSize)
+        let result: PumpResult
+        do {
+            result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, fill: { slot in
+                if let failure { throw failure }
+                return try source.fill(slot)
+            }, consume: { [self] slot in
+                try send(slot)
+                try source.record(slot)
+                progress.add(slot.length)
+            }, afterWhole: { [self] slot in
+                states.put(slot.index + 1, slot.hasherAfter)
+            })
+            try source.flush()
+            let size = UInt64(startIndex) * UInt64(source.chunkSize) + result.bytes
+            try connection.sendJSON(.end, End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex))
+        } catch {
+            // Tell the receiver why, so it stops without marking anything complete.
+            if let e = error as? FerryError, failure == nil { connection.sendError(e) }
+            throw failure ?? error
+        }
+        finished.wait()
+        if let failure { throw failure }
+        return (result, lock.locked { peerResult } ?? [])
+    }
+
+    private func send(_ slot: ChunkSlot) throws {
+        var flags: ChunkFlags = []
+        var payload = slot.bytes
+        if slot.isZero {
+            flags.insert(.zero)
+            payload = UnsafeRawBufferPointer(start: nil, count: 0)
+            zeroFrames += 1
+        } else if let codec {
+            let cap = ZstdCodec.bound(slot.length)
+            if compressBuffer == nil || compressBuffer!.capacity < cap { compressBuffer = AlignedBuffer(capacity: cap) }
+            if let n = codec.compress(slot.bytes, into: compressBuffer!.pointer, capacity: cap) {
+                flags.insert(.zstd)
+                payload = compressBuffer!.bytes(n)
+            }
+        }
+        let header = ChunkHeader(index: UInt64(slot.index), flags: flags, digest: slot.digest,
+                                 rawLength: UInt32(slot.length), offset: slot.offset)
+        try connection.sendChunk(header, payload: payload)
+    }
+
+    /// The receiver's side of the conversation, on its own thread.
+    private func listen() {
+        defer { finished.signal() }
+        let buffer = AlignedBuffer(capacity: source.chunkSize)
+        do {
+            while true {
+                switch try connection.receive() {
+                case .control(.checkpoint, let body):
+                    // The receiver made chunks [0, n) durable: record it here, then let it record.
+                    let n = Int(try U64Body.decode(body))
+                    let state = states.take(n)
+                    try source.flush()
+                    if let id = source.imageId { try ledger.checkpoint(image: id, chunks: n, state: state?.savedState) }
+                    try connection.send(.checkpointAck, U64Body.encode(UInt64(n)))
+                case .control(.retransmit, let body):
+                    let index = Int(try U64Body.decode(body))
+                    try resend(index, buffer)
+                case .control(.result, let body):
+                    lock.locked { peerResult = body }
+                    return
+                case .control(.log, let body):
+                    log(String(decoding: body, as: UTF8.self))
+                case .control(.error, let body):
+                    throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+                case .control(let t, _):
+                    throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during the copy")
+                case .chunk:
+                    throw FerryError(.wire, "\(connection.peerName) sent a chunk frame to the sending end")
+                }
+            }
+        } catch {
+            lock.locked { if peerFailure == nil { peerFailure = error } }
+        }
+    }
+
+    /// Re-reads chunk `index` from the source and sends it again. The re-read must hash to what
+    /// was recorded: a source that changed meanwhile is an error, not a retransmission.
+    private func resend(_ index: Int, _ buffer: AlignedBuffer) throws {
+        guard source.size != nil else {
+            throw FerryError(.remote, "chunk \(index) arrived damaged at \(connection.peerName) and the source is a stream that cannot be re-read",
+                             hint: "copy from a file or block device, or check the link and run the copy again")
+        }
+        let n = try source.readChunk(index, into: buffer)
+        let digest = Digest.sha256(buffer.pointer, n)
+        if let recorded = try source.recorder?.digest(of: index), recorded != digest {
+            throw FerryError(.refused, "source \(source.file.path) changed while being copied (chunk \(index) reads differently now)",
+                             hint: "stop whatever writes to the source and copy again")
+        }
+        lock.locked { retransmissions += 1 }
+        log("chunk \(index) arrived damaged at \(connection.peerName); sent it again")
+        try connection.sendChunk(ChunkHeader(index: UInt64(index), flags: [.resent], digest: digest, rawLength: UInt32(n),
+                                             offset: UInt64(index) * UInt64(source.chunkSize)),
+                                 payload: buffer.bytes(n))
+    }
+}

@@ -1,0 +1,199 @@
+import Chunks
+import Copy
+import Foundation
+import Ledger
+import Wire
+
+/// The client side of a copy with one end on another host. A push reads here and writes there;
+/// a pull reads there and writes here. Either way each host records its own end in its own
+/// ledger, both under one transfer id.
+public enum RemoteCopy {
+    public static func run(source: Location, destination: Location, options: CopyOptions, ledger: Ledger,
+                           remote: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
+        switch (source, destination) {
+        case (.local(let src), .remote(let host, let dst)):
+            return try push(src: src, host: host, dst: dst, options: options, ledger: ledger, settings: remote, progress: progress)
+        case (.remote(let host, let src), .local(let dst)):
+            return try pull(host: host, src: src, dst: dst, options: options, ledger: ledger, settings: remote, progress: progress)
+        default:
+            throw FerryError(.usage, "one end of a remote copy must be local")
+        }
+    }
+
+    /// The unfinished record of this end of an earlier copy between the same two places.
+    static func unfinished(role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
+        try ledger.images(named: DeviceIdentity.of(path).names).first { $0.role == role && !$0.complete && $0.peer == peer }
+    }
+
+    static func push(src: String, host: String, dst: String, options: CopyOptions, ledger: Ledger,
+                     settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
+        let started = monotonicSeconds()
+        let peer = "\(host):\(dst)"
+        let prior = options.resume ? try unfinished(role: .source, path: src, peer: peer, ledger: ledger) : nil
+        if options.resume && prior == nil { Session.remoteLog("nothing to resume from \(src) to \(peer) here; starting a fresh copy") }
+        let chunkSize = prior?.chunkSize ?? options.chunkSize
+        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs)
+        let shell = try Session.open(host: host, settings: settings)
+        defer { shell.finish() }
+        let conn = shell.connection
+
+        let transferId = prior?.transferId ?? newTransferID()
+        var request = Request(operation: .receive, path: dst, ledger: settings.remoteLedger, chunkSize: chunkSize,
+                              size: source.size, transferId: transferId,
+                              peer: "\(ledger.host):\(source.identity.canonical)", checkpointEvery: options.checkpointEvery)
+        request.writeZeros = options.writeZeros
+        request.compressLevel = options.compressLevel
+        request.resume = prior != nil
+        request.checkpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) } ?? []
+        try conn.sendJSON(.request, request)
+        let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
+
+        var start = 0
+        var hasher = SHA256Hasher()
+        if ready.resumeFrom > 0, let prior {
+            hasher = try source.resume(ledger: ledger, image: prior, at: ready.resumeFrom)
+            start = ready.resumeFrom
+            progress.set(UInt64(start) * UInt64(chunkSize))
+        } else {
+            try source.register(in: ledger, transferId: transferId, peer: peer)
+        }
+        let run = try ledger.startRun(image: source.imageId!, kind: "copy")
+        let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: options.checkpointEvery,
+                                compressLevel: options.compressLevel, log: Session.remoteLog)
+        let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: progress)
+        let far = try JSONBody.decode(TransferResult.self, body, what: "result")
+        let size = UInt64(start) * UInt64(chunkSize) + result.bytes
+        let digest = result.wholeDigest!
+        let root = try source.complete(ledger: ledger, size: size, digest: digest)
+        let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size
+        try ledger.finishRun(run, image: source.imageId!, Ledger.RunEnd(
+            result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
+            readMode: source.file.mode.rawValue,
+            detail: detail(transferId: transferId, resumedFrom: start, retransmissions: sender.retransmissions,
+                           zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
+        return CopyReport(
+            source: CopyEndReport(path: src, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
+                                  ledger: ledger.path, io: source.file.mode.rawValue),
+            destination: CopyEndReport(path: dst, host: host, size: far.size, sha256: far.sha256, imageId: far.imageId,
+                                       ledger: far.ledger, io: far.io),
+            chunkSize: chunkSize, chunks: ChunkGeometry(size: size, chunkSize: chunkSize).count,
+            zeroChunks: source.zeroChunks, listRoot: root.hex, imageId: far.imageId, transferId: transferId,
+            digestsMatch: match, resumedFromChunk: start > 0 ? start : nil, bytesRead: source.bytesRead,
+            bytesWritten: far.bytesWritten, bytesSent: conn.bytesSent, zeroFrames: sender.zeroFrames,
+            retransmissions: sender.retransmissions,
+            remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
+            seconds: monotonicSeconds() - started)
+    }
+
+    static func pull(host: String, src: String, dst: String, options: CopyOptions, ledger: Ledger,
+                     settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
+        let started = monotonicSeconds()
+        let peer = "\(host):\(src)"
+        let prior = options.resume ? try unfinished(role: .destination, path: dst, peer: peer, ledger: ledger) : nil
+        if options.resume && prior == nil { Session.remoteLog("nothing to resume from \(peer) to \(dst) here; starting a fresh copy") }
+        let chunkSize = prior?.chunkSize ?? options.chunkSize
+        let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        // Check the destination before the far side reads a byte.
+        try dest.open(expectedSize: nil, source: nil)
+        let shell = try Session.open(host: host, settings: settings)
+        defer { shell.finish() }
+        let conn = shell.connection
+
+        let transferId = prior?.transferId ?? newTransferID()
+        var request = Request(operation: .send, path: src, ledger: settings.remoteLedger, chunkSize: chunkSize, size: nil,
+                              transferId: transferId, peer: "\(ledger.host):\(dest.identity.canonical)",
+                              checkpointEvery: options.checkpointEvery)
+        request.asIs = options.asIs
+        request.compressLevel = options.compressLevel
+        request.resume = prior != nil
+        request.checkpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) } ?? []
+        try conn.sendJSON(.request, request)
+        let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
+        try dest.open(expectedSize: ready.size, source: nil)
+
+        var start = 0
+        var hasher = SHA256Hasher()
+        var begin: (() throws -> Void)? = nil
+        if ready.resumeFrom > 0, let prior {
+            hasher = try dest.resume(ledger: ledger, image: prior, at: ready.resumeFrom)
+            start = ready.resumeFrom
+            progress.set(UInt64(start) * UInt64(chunkSize))
+        } else {
+            begin = {
+                try dest.beginFresh(expectedSize: ready.size)
+                try dest.register(in: ledger, size: ready.size, transferId: transferId, peer: peer, options: nil)
+            }
+        }
+        let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger,
+                                    checkpointEvery: options.checkpointEvery, beforeFirstWrite: begin, log: Session.remoteLog)
+        let result = try receiver.run(startIndex: start, hasher: hasher, progress: progress)
+        let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result,
+                                           start: start, transferId: transferId)
+        try conn.sendJSON(.result, outcome.result)
+        let end = receiver.end!
+        return CopyReport(
+            source: CopyEndReport(path: src, host: host, size: end.size, sha256: end.sha256, imageId: nil,
+                                  ledger: ready.ledger, io: ready.io),
+            destination: CopyEndReport(path: dst, host: nil, size: outcome.result.size, sha256: outcome.result.sha256,
+                                       imageId: dest.imageId, ledger: ledger.path, io: dest.file?.mode.rawValue),
+            chunkSize: chunkSize, chunks: outcome.result.chunks, zeroChunks: outcome.result.zeroChunks,
+            listRoot: outcome.result.listRoot, imageId: dest.imageId, transferId: transferId, digestsMatch: outcome.match,
+            resumedFromChunk: start > 0 ? start : nil, bytesRead: 0, bytesWritten: dest.bytesWritten,
+            bytesSent: conn.bytesReceived, zeroFrames: receiver.zeroFrames, retransmissions: receiver.retransmissions,
+            remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
+            seconds: monotonicSeconds() - started)
+    }
+
+    static func detail(transferId: String, resumedFrom: Int, retransmissions: Int, zeroFrames: Int, farDigest: String) -> String {
+        struct D: Encodable { var transferId: String; var resumedFrom: Int; var retransmissions: Int; var zeroFrames: Int; var farSha256: String }
+        return String(decoding: JSONBody.encode(D(transferId: transferId, resumedFrom: resumedFrom, retransmissions: retransmissions,
+                                                  zeroFrames: zeroFrames, farSha256: farDigest)), as: UTF8.self)
+    }
+}
+
+/// The receiving end's last steps, shared by the client (pull) and `ferry serve` (push).
+enum Receiving {
+    struct Outcome {
+        var result: TransferResult
+        var match: Bool
+    }
+
+    /// Checks the sender's End against what arrived; only when the sender's whole-image digest
+    /// equals the one computed over the written bytes is the image made durable and marked
+    /// complete. A mismatch leaves it incomplete: the ledger never vouches for it.
+    static func finish(receiver: WireReceiver, destination: DestinationWriter, ledger: Ledger, result: PumpResult,
+                       start: Int, transferId: String) throws -> Outcome {
+        guard let end = receiver.end else { throw FerryError(.wire, "the copy ended without the sender's End frame") }
+        let size = UInt64(start) * UInt64(destination.chunkSize) + result.bytes
+        guard end.size == size else {
+            throw FerryError(.remote, "the sender says it sent \(end.size) bytes but \(size) arrived",
+                             hint: "the destination was not marked complete; run the copy again with --resume")
+        }
+        let digest = result.wholeDigest!
+        let match = end.sha256 == digest.hex
+        let run = try destination.imageId.map { try ledger.startRun(image: $0, kind: "copy") }
+        let root: Digest
+        if match {
+            root = try destination.complete(ledger: ledger, size: size, digest: digest)
+        } else {
+            try destination.sync()
+            root = destination.listRoot ?? .zero
+        }
+        let chunks = ChunkGeometry(size: size, chunkSize: destination.chunkSize).count
+        var r = TransferResult(host: ledger.host, ledger: ledger.path, imageId: destination.imageId, size: size,
+                               sha256: digest.hex, listRoot: root.hex, chunks: chunks,
+                               zeroChunks: destination.zeroChunks)
+        r.bytesWritten = destination.bytesWritten
+        r.retransmissions = receiver.retransmissions
+        r.zeroFrames = receiver.zeroFrames
+        r.io = destination.file?.mode.rawValue
+        if let run, let id = destination.imageId {
+            try ledger.finishRun(run, image: id, Ledger.RunEnd(
+                result: match ? "ok" : "mismatch", bytesWritten: destination.bytesWritten,
+                readMode: destination.file?.mode.rawValue,
+                detail: RemoteCopy.detail(transferId: transferId, resumedFrom: start, retransmissions: receiver.retransmissions,
+                                          zeroFrames: receiver.zeroFrames, farDigest: end.sha256)))
+        }
+        return Outcome(result: r, match: match)
+    }
+}

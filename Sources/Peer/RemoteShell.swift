@@ -1,0 +1,137 @@
+import Chunks
+import Foundation
+import Glibc
+import Wire
+
+/// The far `ferry serve`, started through the remote shell (ssh) as a child process whose
+/// stdin/stdout carry the frames. Its stderr is shown here line by line as "remote: ...", and
+/// the last lines are kept to explain a dead peer.
+public final class RemoteShell {
+    public let host: String
+    public let argv: [String]
+    public let connection: Connection
+    let pid: pid_t
+    private let stderrFD: Int32
+    private let lock = NSLockish()
+    private var lastLines: [String] = []
+    private var exitStatus: Int32?
+    private let stderrDone = DispatchSemaphore(value: 0)
+    private var outputClosed = false
+
+    public init(host: String, settings: RemoteSettings) throws {
+        self.host = host
+        argv = try settings.command(host: host)
+        var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0], errChild: [Int32] = [0, 0]
+        guard Self.cloexecPipe(&toChild), Self.cloexecPipe(&fromChild), Self.cloexecPipe(&errChild) else {
+            throw FerryError.syscall("pipe", path: "remote shell")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errChild[1], 2)
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawnp(&child, argv[0], &actions, nil, &cargs, environ)
+        close(toChild[0]); close(fromChild[1]); close(errChild[1])
+        guard rc == 0 else {
+            close(toChild[1]); close(fromChild[0]); close(errChild[0])
+            throw FerryError(.remote, "cannot start remote shell '\(argv[0])': \(String(cString: strerror(rc)))",
+                             hint: "install ssh, or name another remote shell with --rsh")
+        }
+        pid = child
+        stderrFD = errChild[0]
+        connection = Connection(input: fromChild[0], output: toChild[1], peerName: "\(argv[0]) \(host)")
+        connection.onClosed = { [weak self] in self?.deathReport() ?? FerryError(.remote, "the remote side closed the connection") }
+        let t = Thread { [self] in forwardStderr() }
+        t.start()
+    }
+
+    deinit {
+        closeOutput()
+        close(connection.input)
+    }
+
+    private func closeOutput() {
+        let wasClosed = lock.locked { () -> Bool in
+            defer { outputClosed = true }
+            return outputClosed
+        }
+        if !wasClosed { close(connection.output) }
+    }
+
+    /// A pipe whose ends are not inherited by other children (the child gets dup2'ed copies).
+    static func cloexecPipe(_ fds: inout [Int32]) -> Bool {
+        guard pipe(&fds) == 0 else { return false }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        return true
+    }
+
+    private func forwardStderr() {
+        defer { close(stderrFD); stderrDone.signal() }
+        var pending = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = retryingEINTR { read(stderrFD, &buf, buf.count) }
+            if n <= 0 { break }
+            pending.append(contentsOf: buf[0..<n])
+            while let nl = pending.firstIndex(of: 10) {
+                emit(String(decoding: pending[..<nl], as: UTF8.self))
+                pending.removeSubrange(...nl)
+            }
+        }
+        if !pending.isEmpty { emit(String(decoding: pending, as: UTF8.self)) }
+    }
+
+    private func emit(_ line: String) {
+        lock.locked {
+            lastLines.append(line)
+            if lastLines.count > 5 { lastLines.removeFirst() }
+        }
+        FileHandle.standardError.write(("remote: " + line + "\n").data(using: .utf8)!)
+    }
+
+    /// Waits for the child to exit (at most `seconds`), returning its wait status.
+    @discardableResult
+    public func wait(seconds: Double = 10) -> Int32? {
+        if let s = lock.locked({ exitStatus }) { return s }
+        let deadline = monotonicSeconds() + seconds
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { lock.locked { exitStatus = status }; return status }
+            if r < 0 { return nil }
+            if monotonicSeconds() > deadline { return nil }
+            usleep(20_000)
+        }
+    }
+
+    /// Ends the session: closes our end of the pipe (the far side sees EOF) and reaps the child.
+    public func finish() {
+        closeOutput()
+        if wait(seconds: 10) == nil {
+            kill(pid, SIGTERM)
+            wait(seconds: 2)
+        }
+        _ = stderrDone.wait(timeout: .now() + 2)
+    }
+
+    /// Why the far side went away: the remote shell's exit status and the last thing it said.
+    func deathReport() -> FerryError {
+        let status = wait(seconds: 3)
+        _ = stderrDone.wait(timeout: .now() + 1)
+        let said = lock.locked { lastLines.last(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) }
+        var msg = "the connection to \(host) closed"
+        if let status {
+            if status & 0x7f == 0 { msg += ": \(argv[0]) exited with status \((status >> 8) & 0xff)" }
+            else { msg += ": \(argv[0]) was killed by signal \(status & 0x7f)" }
+        } else {
+            msg += " (\(argv[0]) is still running)"
+        }
+        if let said { msg += "; it last said: \(said)" }
+        return FerryError(.remote, msg, hint: "check that `\(argv.joined(separator: " "))` works; with --resume the copy continues from its last checkpoint")
+    }
+}

@@ -1,0 +1,147 @@
+import Chunks
+import Copy
+import Foundation
+import Ledger
+import Verify
+import Wire
+
+/// `ferry serve`: the far end of a session, on stdin/stdout. Everything it needs (operation,
+/// path, ledger, options) arrives in the Request frame, so it also runs as an authorized_keys
+/// forced command that ignores the command the client asked for.
+public enum Server {
+    /// Serves one session; returns the process exit status.
+    public static func run(environment: [String: String]) -> Int32 {
+        let conn = Connection(input: 0, output: 1, peerName: "the client")
+        let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
+        do {
+            _ = try Handshake.run(conn, hello: Session.hello(), log: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
+            let request = try JSONBody.decode(Request.self, try conn.expect(.request, log: { _ in }), what: "request")
+            let ledger = try Ledger(path: request.ledger ?? Ledger.defaultPath(environment: environment))
+            switch request.operation {
+            case .receive: try receive(request, conn: conn, ledger: ledger, log: log)
+            case .send: try send(request, conn: conn, ledger: ledger, log: log)
+            case .verify: try verify(request, conn: conn, ledger: ledger)
+            case .resendReceive: try ResendServer.receive(request, conn: conn, ledger: ledger, log: log)
+            case .resendSend: try ResendServer.send(request, conn: conn, ledger: ledger, log: log)
+            }
+            return 0
+        } catch let e as FerryError {
+            conn.sendError(e)
+            FileHandle.standardError.write(("ferry serve: \(e)\n").data(using: .utf8)!)
+            return 1
+        } catch {
+            conn.sendError(FerryError(.remote, "\(error)"))
+            return 1
+        }
+    }
+
+    /// Push: write the image at `request.path` from the client's chunk frames.
+    static func receive(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+        try ChunkGeometry.validate(request.chunkSize)
+        let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros)
+        try dest.open(expectedSize: request.size, source: nil)
+        var start = 0
+        var hasher = SHA256Hasher()
+        if request.resume, let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == .destination && !$0.complete }) {
+            let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
+            if n > 0 {
+                hasher = try dest.resume(ledger: ledger, image: prior, at: n)
+                start = n
+            }
+        }
+        var ready = Ready(host: ledger.host, ledger: ledger.path)
+        ready.resumeFrom = start
+        ready.imageId = dest.imageId
+        ready.io = dest.file?.mode.rawValue
+        try conn.sendJSON(.ready, ready)
+        // A fresh destination is truncated only when the first chunk arrives intact: a copy the
+        // source side refuses (a disk-image container, say) leaves it untouched.
+        let begin: (() throws -> Void)? = start > 0 ? nil : {
+            try dest.beginFresh(expectedSize: request.size)
+            try dest.register(in: ledger, size: request.size, transferId: request.transferId, peer: request.peer, options: nil)
+        }
+        let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger, checkpointEvery: request.checkpointEvery,
+                                    beforeFirstWrite: begin, log: log)
+        let result = try receiver.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
+        let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result, start: start,
+                                           transferId: request.transferId)
+        try conn.sendJSON(.result, outcome.result)
+    }
+
+    /// Pull: read the image at `request.path` and send it.
+    static func send(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+        try ChunkGeometry.validate(request.chunkSize)
+        let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs)
+        var start = 0
+        var hasher = SHA256Hasher()
+        if request.resume, let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == .source && !$0.complete }) {
+            let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
+            if n > 0 {
+                hasher = try source.resume(ledger: ledger, image: prior, at: n)
+                start = n
+            }
+        }
+        if start == 0 { try source.register(in: ledger, transferId: request.transferId, peer: request.peer) }
+        var ready = Ready(host: ledger.host, ledger: ledger.path)
+        ready.resumeFrom = start
+        ready.size = source.size
+        ready.kind = source.file.kind.rawValue
+        ready.imageId = source.imageId
+        ready.io = source.file.mode.rawValue
+        try conn.sendJSON(.ready, ready)
+        let run = try ledger.startRun(image: source.imageId!, kind: "copy")
+        let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: request.checkpointEvery,
+                                compressLevel: request.compressLevel, log: log)
+        let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
+        let far = try JSONBody.decode(TransferResult.self, body, what: "result")
+        let size = UInt64(start) * UInt64(request.chunkSize) + result.bytes
+        let digest = result.wholeDigest!
+        let root = try source.complete(ledger: ledger, size: size, digest: digest)
+        let match = far.sha256 == digest.hex && far.listRoot == root.hex
+        try ledger.finishRun(run, image: source.imageId!, Ledger.RunEnd(
+            result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
+            readMode: source.file.mode.rawValue,
+            detail: RemoteCopy.detail(transferId: request.transferId, resumedFrom: start, retransmissions: sender.retransmissions,
+                                      zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
+    }
+
+    /// Verify the image at `request.path` here, streaming progress, and send the report.
+    static func verify(_ request: Request, conn: Connection, ledger: Ledger) throws {
+        let progress = ProgressCounter()
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        timer.schedule(deadline: .now() + 0.5, repeating: 0.5)
+        timer.setEventHandler { try? conn.send(.progress, U64Body.encode(progress.bytes)) }
+        timer.resume()
+        defer { timer.cancel() }
+        var report = try Verifier.run(target: request.path, imageId: request.imageId, ledger: ledger, progress: progress)
+        report.host = ledger.host
+        timer.cancel()
+        try conn.sendJSON(.result, report)
+    }
+}
+
+/// The client side of `ferry verify host:path`.
+public enum RemoteVerify {
+    public static func run(host: String, path: String, imageId: Int64?, settings: RemoteSettings,
+                           progress: ProgressCounter) throws -> VerifyReport {
+        let shell = try Session.open(host: host, settings: settings)
+        defer { shell.finish() }
+        let conn = shell.connection
+        var request = Request(operation: .verify, path: path, ledger: settings.remoteLedger, chunkSize: 0, size: nil,
+                              transferId: "", peer: Ledger.hostname(), checkpointEvery: 0)
+        request.imageId = imageId
+        try conn.sendJSON(.request, request)
+        while true {
+            switch try conn.receive() {
+            case .control(.progress, let body): progress.set(try U64Body.decode(body))
+            case .control(.result, let body):
+                var report = try JSONBody.decode(VerifyReport.self, body, what: "verify result")
+                report.host = host
+                return report
+            case .control(.log, let body): Session.remoteLog(String(decoding: body, as: UTF8.self))
+            case .control(.error, let body): throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+            default: throw FerryError(.wire, "\(conn.peerName) sent an unexpected frame during verify")
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+import Chunks
+import Foundation
+import Ledger
+import Wire
+
+/// What both ends of a session say first.
+enum Session {
+    static var binaryPath: String {
+        DeviceIdentity.realPath("/proc/self/exe") ?? CommandLine.arguments.first ?? "ferry"
+    }
+
+    static func hello() -> Hello {
+        Hello(ferryVersion: PeerVersion.string, binary: binaryPath, host: Ledger.hostname())
+    }
+
+    /// Lines from the far side, shown locally.
+    static func remoteLog(_ line: String) {
+        FileHandle.standardError.write(("remote: " + line + "\n").data(using: .utf8)!)
+    }
+
+    /// Starts the far `ferry serve` and shakes hands.
+    static func open(host: String, settings: RemoteSettings) throws -> RemoteShell {
+        let shell = try RemoteShell(host: host, settings: settings)
+        do {
+            _ = try Handshake.run(shell.connection, hello: hello(), log: remoteLog)
+        } catch {
+            shell.finish()
+            throw error
+        }
+        return shell
+    }
+}
+
+/// The version string both the CLI and the protocol's Hello report.
+public enum PeerVersion {
+    public static var string = "0.1.0"
+}
