@@ -24,8 +24,8 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["CSQLite", "Chunks"]),
         // Wire protocol: frames, codec, handshake; the only importer of CZstd.
         .target(name: "Wire", dependencies: ["Chunks", "CZstd"]),
-        // Copy engine (local and remote ends), resume and resend.
-        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire"]),
+        // Copy engine (local and remote ends), resume, and resend (Copy/Resend).
+        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire", "Verify"]),
         // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
         .target(name: "Verify", dependencies: ["Chunks", "Ledger"]),
         // The ssh peer: spawning the far `ferry serve`, and the serve side itself.

@@ -326,3 +326,19 @@ extension Ledger {
         }.first
     }
 }
+
+extension Ledger {
+    /// Records a chunk that was deliberately rewritten with different data (resend --force): the
+    /// chunk row takes the new hash, the list root is recomputed from the rows, and the recorded
+    /// whole-image SHA-256 is cleared, as it no longer describes the image.
+    public func replaceChunk(image: Int64, index: Int, digest: Digest, zero: Bool) throws {
+        try db.transaction {
+            try db.prepare("UPDATE chunks SET sha256 = ?, zero = ? WHERE image_id = ? AND idx = ?")
+                .run([.blob(digest.bytes), .int(zero ? 1 : 0), .int(image), .int(Int64(index))])
+            var list = SHA256Hasher()
+            for row in try chunks(image: image) { list.update(row.digest) }
+            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ? WHERE id = ?")
+                .run([.text(list.finalized().hex), .int(image)])
+        }
+    }
+}

@@ -1,12 +1,83 @@
 import Chunks
+import Copy
 import Ledger
+import Verify
 import Wire
 
+/// `ferry serve`'s two resend roles.
 enum ResendServer {
+    /// The destination is here: plan from this host's ledger, then repair with the client's source.
     static func receive(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
-        throw FerryError(.usage, "resend over the wire is not available in this build")
+        let target = try RepairTarget.prepare(path: request.path, ledger: ledger, imageId: request.imageId,
+                                              verifyFirst: request.verifyFirst, subBlockSize: request.subBlockSize,
+                                              progress: ProgressCounter())
+        let verifyJSON = target.verifyReport.map { String(decoding: JSONBody.encode($0), as: UTF8.self) }
+        try conn.sendJSON(.ready, ResendReady(plan: target.plan, verifyJSON: verifyJSON))
+        if target.nothingToRepair { return }
+        _ = try target.drive(conn, log: log, progress: ProgressCounter())
     }
+
+    /// The source is here: supply the sub-blocks the client's destination asks for.
     static func send(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
-        throw FerryError(.usage, "resend over the wire is not available in this build")
+        guard let plan = request.plan else { throw FerryError(.wire, "resend request without a plan") }
+        let supplier = try RepairSource(connection: conn, path: request.path, plan: plan, ledger: ledger, force: request.force)
+        try conn.sendJSON(.ready, Ready(host: ledger.host, ledger: ledger.path))
+        _ = try supplier.serve()
+    }
+}
+
+/// The client side of a resend with one end on another host.
+public enum RemoteResend {
+    public static func run(source: Location, destination: Location, ledger: Ledger, imageId: Int64?, verifyFirst: Bool,
+                           subBlockSize: Int, force: Bool, settings: RemoteSettings, progress: ProgressCounter) throws -> ResendReport {
+        let started = monotonicSeconds()
+        switch (source, destination) {
+        case (.local(let src), .remote(let host, let dst)):
+            // The damaged destination is far: it plans and drives; we supply from the source.
+            let shell = try Session.open(host: host, settings: settings)
+            defer { shell.finish() }
+            let conn = shell.connection
+            var request = Request(operation: .resendReceive, path: dst, ledger: settings.remoteLedger, chunkSize: 0, size: nil,
+                                  transferId: "", peer: "\(ledger.host):\(src)", checkpointEvery: 0)
+            request.imageId = imageId
+            request.verifyFirst = verifyFirst
+            request.subBlockSize = subBlockSize
+            try conn.sendJSON(.request, request)
+            let ready = try JSONBody.decode(ResendReady.self, try conn.expect(.ready, log: Session.remoteLog), what: "resend ready")
+            let verify = try ready.verifyJSON.map { try JSONBody.decode(VerifyReport.self, Array($0.utf8), what: "verify") }
+            if ready.plan.chunks.isEmpty && (verify?.sizeChanged != true) {
+                return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: nil, bytesRead: 0,
+                                    bytesSent: 0, verify: verify, seconds: monotonicSeconds() - started)
+            }
+            let supplier = try RepairSource(connection: conn, path: src, plan: ready.plan, ledger: ledger, force: force)
+            let result = try supplier.serve()
+            return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: result,
+                                bytesRead: supplier.bytesRead, bytesSent: conn.bytesSent, verify: verify,
+                                seconds: monotonicSeconds() - started)
+        case (.remote(let host, let src), .local(let dst)):
+            // The damaged destination is here: plan from our ledger, the far side supplies.
+            let target = try RepairTarget.prepare(path: dst, ledger: ledger, imageId: imageId, verifyFirst: verifyFirst,
+                                                  subBlockSize: subBlockSize, progress: progress)
+            if target.nothingToRepair {
+                return ResendReport(source: source.display, destination: dst, plan: target.plan, result: nil, bytesRead: 0,
+                                    bytesSent: 0, verify: target.verifyReport, seconds: monotonicSeconds() - started)
+            }
+            let shell = try Session.open(host: host, settings: settings)
+            defer { shell.finish() }
+            let conn = shell.connection
+            var request = Request(operation: .resendSend, path: src, ledger: settings.remoteLedger, chunkSize: target.plan.chunkSize,
+                                  size: target.plan.size, transferId: target.plan.transferId, peer: "\(ledger.host):\(dst)",
+                                  checkpointEvery: 0)
+            request.plan = target.plan
+            request.force = force
+            try conn.sendJSON(.request, request)
+            _ = try conn.expect(.ready, log: Session.remoteLog)
+            let result = try target.drive(conn, log: Session.remoteLog, progress: progress)
+            return ResendReport(source: source.display, destination: dst, plan: target.plan, result: result,
+                                bytesRead: 0, bytesSent: conn.bytesReceived, verify: target.verifyReport,
+                                seconds: monotonicSeconds() - started)
+        default:
+            throw FerryError(.usage, "one end of a resend must be on this host")
+        }
     }
 }

@@ -14,9 +14,8 @@ public enum FrameType: UInt8, Sendable {
     case progress = 0x16     // u64 bytes done, server -> client
     case log = 0x20          // UTF-8 text, shown as "remote: ..."
     case error = 0x21        // JSON WireError: the far side failed
-    case subBlocks = 0x30    // resend: u64 chunk, u32 block size, then 32-byte digests
-    case wantBlocks = 0x31   // resend: u64 chunk, then u32 block indices wanted
-    case repaired = 0x32     // resend: JSON per-chunk outcome
+    case subBlocks = 0x30    // resend: SubBlockDigests, destination -> source: send what differs
+    case supplied = 0x32     // resend: JSON ChunkSupplied, source -> destination, ends one chunk
 }
 
 /// Flags of a chunk frame.

@@ -59,6 +59,10 @@ public struct Request: Codable, Sendable {
     public var chunks: [Int] = []
     public var subBlockSize: Int = 0
     public var force = false
+    /// Resend: verify the destination before planning the repair.
+    public var verifyFirst = false
+    /// Resend from a far source: the destination's repair plan.
+    public var plan: ResendPlan?
 
     public init(operation: Operation, path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String,
                 peer: String, checkpointEvery: Int) {

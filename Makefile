@@ -1,0 +1,57 @@
+# ferry: build, test, demo, install.
+#   make          install missing Debian packages, build release
+#   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
+#   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
+#   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
+#   make install PREFIX=/usr/local
+
+PREFIX ?= /usr/local
+SWIFT ?= swift
+BIN := .build/release/ferry
+BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
+TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs
+
+.PHONY: all build deps test-deps test demo bench install man clean
+
+all: build
+
+# Installs only what is missing, so a prepared machine never touches the network.
+define apt_missing
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_missing,$(BUILD_PACKAGES))
+
+test-deps: deps
+	$(call apt_missing,$(TEST_PACKAGES))
+
+build: deps
+	$(SWIFT) build -c release
+
+test: test-deps build
+	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release
+
+demo: build
+	@sh scripts/demo.sh $(CURDIR)/$(BIN)
+
+bench: test-deps build
+	@sh bench/run.sh $(CURDIR)/$(BIN)
+
+man:
+	mkdir -p man/generated
+	$(SWIFT) package --allow-writing-to-package-directory generate-manual --multi-page --output-directory man/generated
+	sh scripts/man-install-names.sh man/generated man
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ferry
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+clean:
+	rm -rf .build

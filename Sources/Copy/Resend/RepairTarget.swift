@@ -1,0 +1,197 @@
+import Chunks
+import Glibc
+import Ledger
+import Verify
+import Wire
+
+/// The destination side of a resend: plans the repair from the ledger (the findings of the
+/// image's latest verify, or of a fresh one), asks the source for the sub-blocks that differ,
+/// writes them, makes them durable, and re-reads each chunk from the medium to confirm it now
+/// matches the ledger. A chunk still wrong after `maxAttempts` is reported unrepairable.
+public final class RepairTarget {
+    public let path: String
+    public let ledger: Ledger
+    public let image: ImageRecord
+    public let plan: ResendPlan
+    /// The verify run whose findings this repair answers.
+    public let verifyRun: Int64?
+    public let verifyReport: VerifyReport?
+    let findings: [Finding]
+    let sizeChanged: Bool
+    public static let maxAttempts = 3
+    public static let defaultSubBlock = 64 << 10
+
+    init(path: String, ledger: Ledger, image: ImageRecord, plan: ResendPlan, verifyRun: Int64?, verifyReport: VerifyReport?,
+         findings: [Finding], sizeChanged: Bool) {
+        (self.path, self.ledger, self.image, self.plan) = (path, ledger, image, plan)
+        (self.verifyRun, self.verifyReport, self.findings, self.sizeChanged) = (verifyRun, verifyReport, findings, sizeChanged)
+    }
+
+    public static func prepare(path: String, ledger: Ledger, imageId: Int64?, verifyFirst: Bool, subBlockSize: Int,
+                               progress: ProgressCounter) throws -> RepairTarget {
+        let image = try Verifier.findImage(target: path, imageId: imageId, ledger: ledger)
+        var report: VerifyReport?
+        if verifyFirst {
+            report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress)
+        }
+        guard let (run, all) = try ledger.latestVerify(image: image.id) else {
+            throw FerryError(.notFound, "image \(image.id) (\(path)) has never been verified, so there is no list of bad chunks",
+                             hint: "run `ferry verify \(path)` first, or pass --verify")
+        }
+        let open = all.filter { ($0.kind == .corrupt || $0.kind == .unreadable || $0.kind == .size) && $0.repairedBy == nil }
+        let size = image.size ?? 0
+        let geometry = ChunkGeometry(size: size, chunkSize: image.chunkSize)
+        var indices = Set<Int>()
+        for f in open where f.kind != .size {
+            for i in f.firstChunk...f.lastChunk where i < geometry.count { indices.insert(i) }
+        }
+        let rows = try ledger.chunks(image: image.id)
+        let chunks = indices.sorted().map { ResendPlan.Chunk(index: $0, sha256: rows[$0].digest.hex) }
+        let sub = min(subBlockSize, image.chunkSize)
+        let plan = ResendPlan(imageId: image.id, transferId: image.transferId, chunkSize: image.chunkSize, size: size,
+                              subBlockSize: sub, chunks: chunks, host: ledger.host, ledger: ledger.path)
+        return RepairTarget(path: path, ledger: ledger, image: image, plan: plan, verifyRun: run.id, verifyReport: report,
+                            findings: open, sizeChanged: open.contains { $0.kind == .size })
+    }
+
+    public var nothingToRepair: Bool { plan.chunks.isEmpty && !sizeChanged }
+
+    /// Repairs every planned chunk with the source at the other end of `connection`; sends the
+    /// result to it and returns it.
+    public func drive(_ connection: Connection, log: (String) -> Void, progress: ProgressCounter) throws -> ResendResult {
+        let run = try ledger.startRun(image: image.id, kind: "resend")
+        let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false)
+        try writer.open(expectedSize: image.size, source: nil)
+        let reader = try ImageFile.openForReading(path, direct: true)
+        let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
+        let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)
+        let blockBuf = AlignedBuffer(capacity: plan.subBlockSize)
+        var outcomes: [ResendResult.ChunkOutcome] = []
+        var reread: UInt64 = 0
+
+        /// Reads chunk `index` from the medium (not the cache); returns the bytes it had.
+        func readBack(_ index: Int) throws -> Int {
+            if !reader.isDirect { reader.dropCache() }
+            let n = try reader.read(into: chunkBuf.pointer, count: geometry.length(of: index), at: geometry.offset(of: index))
+            reread += UInt64(n)
+            return n
+        }
+
+        for planned in plan.chunks {
+            let index = planned.index
+            let length = geometry.length(of: index)
+            var want = Digest(hex: planned.sha256) ?? .zero
+            var attempts = 0
+            var blocks = 0
+            var written: UInt64 = 0
+            var status: ResendResult.ChunkOutcome.Status = .failed
+            var reason: String?
+            while attempts < Self.maxAttempts {
+                attempts += 1
+                // What the destination holds now, sub-block by sub-block.
+                let have = try readBack(index)
+                var digests: [Digest] = []
+                var start = 0
+                while start < length {
+                    let len = min(plan.subBlockSize, length - start)
+                    digests.append(start + len <= have ? Digest.sha256(chunkBuf.pointer + start, len) : .zero)
+                    start += len
+                }
+                try connection.send(.subBlocks, SubBlockDigests(chunk: UInt64(index), blockSize: UInt32(plan.subBlockSize),
+                                                                digests: digests).encode())
+                let supplied = try receiveBlocks(connection, index: index, chunkOffset: geometry.offset(of: index),
+                                                 length: length, writer: writer, buffer: blockBuf, log: log,
+                                                 blocks: &blocks, written: &written)
+                if supplied.status == .refused {
+                    status = .refused
+                    reason = supplied.reason
+                    break
+                }
+                let forced = supplied.sha256 != planned.sha256
+                if forced { want = Digest(hex: supplied.sha256) ?? .zero }
+                // Durable first, then read back from the medium and compare.
+                try writer.sync()
+                let n = try readBack(index)
+                if n == length && Digest.sha256(chunkBuf.pointer, n) == want {
+                    status = forced ? .forced : .repaired
+                    if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, n)) }
+                    break
+                }
+                log("chunk \(index) still reads back wrong after attempt \(attempts)")
+                reason = "still wrong after \(attempts) attempts: the medium does not keep what is written"
+            }
+            outcomes.append(ResendResult.ChunkOutcome(index: index, status: status, attempts: attempts, blocksWritten: blocks,
+                                                      bytesWritten: written, reason: status == .repaired || status == .forced ? nil : reason))
+            progress.add(length)
+        }
+        if sizeChanged, let file = writer.file, file.kind == .file {
+            try file.setLength(plan.size)
+            try writer.sync()
+        }
+        let repaired = Set(outcomes.filter { $0.status == .repaired || $0.status == .forced }.map(\.index))
+        let failed = outcomes.filter { $0.status == .failed }
+        let refused = outcomes.filter { $0.status == .refused }
+        let unrepairableFindings = BadRange.coalesce(failed.map(\.index), geometry: geometry).map {
+            Finding(kind: .corrupt, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length,
+                    detail: "unrepairable")
+        }
+        let resultWord = !failed.isEmpty ? "unrepairable" : (!refused.isEmpty ? "refused" : "repaired")
+        let detail = String(decoding: JSONBody.encode(outcomes), as: UTF8.self)
+        try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
+                                                                 bytesWritten: writer.bytesWritten,
+                                                                 bytesSent: connection.bytesReceived,
+                                                                 readMode: reader.mode.rawValue, detail: detail),
+                             findings: unrepairableFindings)
+        // A finding is repaired when every chunk in it is (a size finding: when the file was fixed).
+        let done = findings.filter { f in
+            f.kind == .size ? (sizeChanged && writer.file?.kind == .file && failed.isEmpty && refused.isEmpty)
+                            : (f.firstChunk...f.lastChunk).allSatisfy { repaired.contains($0) || $0 >= geometry.count }
+        }.compactMap(\.id)
+        try ledger.markRepaired(findings: done, by: run)
+        let result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
+                                  bytesWritten: writer.bytesWritten, bytesReread: reread)
+        try connection.sendJSON(.result, result)
+        return result
+    }
+
+    /// Takes the source's sub-block frames for one chunk, checks each against its hash, writes
+    /// it, until the source's `supplied` frame ends the chunk.
+    private func receiveBlocks(_ connection: Connection, index: Int, chunkOffset: UInt64, length: Int, writer: DestinationWriter,
+                               buffer: AlignedBuffer, log: (String) -> Void, blocks: inout Int, written: inout UInt64) throws -> ChunkSupplied {
+        while true {
+            switch try connection.receive() {
+            case .chunk(let h, let payloadLength):
+                let raw = Int(h.rawLength)
+                guard h.flags.contains(.partial), Int(h.index) == index, h.offset >= chunkOffset,
+                      h.offset + UInt64(raw) <= chunkOffset + UInt64(length), raw <= buffer.capacity else {
+                    throw FerryError(.wire, "\(connection.peerName) sent a sub-block outside chunk \(index)")
+                }
+                if h.flags.contains(.zero) {
+                    guard payloadLength == 0 else { throw FerryError(.wire, "zero sub-block carries a payload") }
+                    memset(buffer.pointer, 0, raw)
+                } else {
+                    guard payloadLength == raw else { throw FerryError(.wire, "sub-block of \(raw) bytes carries \(payloadLength)") }
+                    try connection.readPayload(into: buffer.pointer, count: raw)
+                }
+                // Damaged on the way: skip it; the read-back finds the block still wrong and asks again.
+                guard Digest.sha256(buffer.pointer, raw) == h.digest else {
+                    log("a sub-block of chunk \(index) arrived damaged; it will be asked for again")
+                    continue
+                }
+                try writer.write(buffer.pointer, count: raw, at: h.offset, zero: h.flags.contains(.zero))
+                blocks += 1
+                written += UInt64(raw)
+            case .control(.supplied, let body):
+                let s = try JSONBody.decode(ChunkSupplied.self, body, what: "supplied")
+                guard s.chunk == index else { throw FerryError(.wire, "\(connection.peerName) ended chunk \(s.chunk) while \(index) was open") }
+                return s
+            case .control(.log, let body):
+                log(String(decoding: body, as: UTF8.self))
+            case .control(.error, let body):
+                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+            case .control(let t, _):
+                throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during resend")
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Chunks
+import Copy
+import Foundation
+import Ledger
+import Peer
+
+struct ResendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resend",
+        abstract: "Repair only the damaged chunks of a destination from its source.",
+        discussion: """
+            The chunks to repair come from the destination's ledger: the findings of the latest \
+            `ferry verify` of that image (or, with --verify, of a verify run first). The source \
+            reads only those chunks, with positioned reads; each must still hash to what the \
+            ledger recorded at copy time, or it is refused (the source changed, so it would not \
+            be a repair) unless --force. Both ends hash fixed sub-blocks of each bad chunk \
+            (--sub-block, 64K by default) and only the differing sub-blocks cross; zero \
+            sub-blocks cross as zero frames.
+
+            The destination writes the repaired ranges, fdatasyncs them, re-reads them from the \
+            medium (O_DIRECT, or after dropping the page cache) and confirms each chunk matches \
+            the ledger. A chunk still wrong after 3 attempts is reported unrepairable (a failing \
+            disk) and the exit status is 8. The run is recorded in the destination's ledger and \
+            the findings it answered are marked repaired, so a following `ferry verify` is clean.
+
+            Either SRC or DST may be [user@]host:path (the same transport as `ferry copy`).
+
+            AUDIT, THEN REPAIR:
+              ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0     # exit 1: 3 bad ranges
+              ferry resend /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+              ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0     # exit 0
+            or in one step:
+              ferry resend --verify /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+            Local works too:
+              ferry resend src.raw dst.raw
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The source the image was copied from: file, block device or [user@]host:path.", valueName: "src"))
+    var source: String
+
+    @Argument(help: ArgumentHelp("The damaged destination: file, block device or [user@]host:path.", valueName: "dst"))
+    var destination: String
+
+    @Flag(name: .long, help: "Verify the destination first and repair what that finds.")
+    var verify = false
+
+    @Flag(name: .long, help: "Repair from a source whose chunks no longer match the ledger (the ledger takes the new hashes).")
+    var force = false
+
+    @Option(name: .long, help: ArgumentHelp("Repair against this destination ledger image id.", valueName: "id"))
+    var image: Int64?
+
+    @Option(name: .long, help: ArgumentHelp("Sub-block size compared inside a bad chunk (a multiple of 4K).", valueName: "size"))
+    var subBlock: String = "64K"
+
+    @Option(name: .long, help: ArgumentHelp("How to show progress on stderr.", valueName: "style"))
+    var progress: ProgressStyle = .auto
+
+    @Flag(name: .long, help: "Print the result as JSON on stdout.")
+    var json = false
+
+    @OptionGroup var ledgerOptions: LedgerOptions
+
+    @OptionGroup var remote: RemoteOptions
+
+    func run() throws {
+        try reporting {
+            guard let sub = ChunkGeometry.parseSize(subBlock), sub >= 4096, sub % 4096 == 0 else {
+                throw FerryError(.usage, "--sub-block \(subBlock) is not a multiple of 4K", hint: "e.g. --sub-block 64K")
+            }
+            let src = Location.parse(source)
+            let dst = Location.parse(destination)
+            if src.isRemote && dst.isRemote {
+                throw FerryError(.usage, "both SRC and DST are remote; one end must be on this host")
+            }
+            let ledger = try ledgerOptions.open()
+            let meter = ProgressMeter(style: progress, total: nil, label: "resend")
+            meter.start()
+            let report: ResendReport
+            do {
+                if src.isRemote || dst.isRemote {
+                    report = try RemoteResend.run(source: src, destination: dst, ledger: ledger, imageId: image, verifyFirst: verify,
+                                                  subBlockSize: sub, force: force, settings: remote.settings, progress: meter.counter)
+                } else {
+                    report = try LocalResend.run(source: src.path, destination: dst.path, ledger: ledger, imageId: image,
+                                                 verifyFirst: verify, subBlockSize: sub, force: force, progress: meter.counter,
+                                                 log: { Output.stderr("ferry: " + $0) })
+                }
+            } catch {
+                meter.finish()
+                throw error
+            }
+            meter.finish()
+            Output.stdout(json ? Output.json(report) : Self.summary(report))
+            if report.failedChunks > 0 { return .unrepairable }
+            if report.refusedChunks > 0 { return .refused }
+            return .ok
+        }
+    }
+
+    static func summary(_ r: ResendReport) -> String {
+        var lines: [String] = []
+        if let v = r.verify { lines.append(VerifyCommand.summary(v)) }
+        if r.nothingToRepair {
+            lines.append("nothing to repair: the latest verify of image \(r.imageId) (\(r.destination)) found no damage left")
+            return lines.joined(separator: "\n")
+        }
+        for c in r.chunks where c.status != .repaired {
+            switch c.status {
+            case .refused: lines.append("refused: chunk \(c.index): \(c.reason ?? "source changed") (--force repairs from the source as it is now)")
+            case .failed: lines.append("UNREPAIRABLE: chunk \(c.index): \(c.reason ?? "still wrong") (the disk may be failing)")
+            case .forced: lines.append("forced: chunk \(c.index) rewritten from a changed source; the ledger now holds its new hash")
+            case .repaired: break
+            }
+        }
+        lines.append("repaired \(r.repairedChunks + r.forcedChunks) of \(r.chunks.count) chunks in \(String(format: "%.1f", r.seconds)) s: "
+            + "read \(Output.bytes(r.bytesRead)) at the source, sent \(Output.bytes(r.bytesSent)), wrote \(Output.bytes(r.bytesWritten))")
+        if r.failedChunks == 0 && r.refusedChunks == 0 { lines.append("every repaired chunk was read back from the medium and matches the ledger") }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,2 +1,0 @@
-import ArgumentParser
-struct ResendCommand: ParsableCommand { static let configuration = CommandConfiguration(commandName: "resend") }

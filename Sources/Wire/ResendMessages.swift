@@ -1,0 +1,106 @@
+import Chunks
+
+/// The repair plan the destination side makes from its ledger: which chunks to repair and the
+/// hash each must have again.
+public struct ResendPlan: Codable, Sendable {
+    public struct Chunk: Codable, Sendable {
+        public var index: Int
+        /// The chunk's hash as recorded when it was copied (the reference the repair must meet).
+        public var sha256: String
+        public init(index: Int, sha256: String) { (self.index, self.sha256) = (index, sha256) }
+    }
+    public var imageId: Int64
+    public var transferId: String
+    public var chunkSize: Int
+    public var size: UInt64
+    public var subBlockSize: Int
+    public var chunks: [Chunk]
+    public var host: String
+    public var ledger: String
+    public init(imageId: Int64, transferId: String, chunkSize: Int, size: UInt64, subBlockSize: Int, chunks: [Chunk],
+                host: String, ledger: String) {
+        (self.imageId, self.transferId, self.chunkSize, self.size, self.subBlockSize) = (imageId, transferId, chunkSize, size, subBlockSize)
+        (self.chunks, self.host, self.ledger) = (chunks, host, ledger)
+    }
+}
+
+/// The source side's word on one chunk, after its differing sub-blocks (if any) were sent.
+public struct ChunkSupplied: Codable, Sendable {
+    public enum Status: String, Codable, Sendable { case sent, refused }
+    public var chunk: Int
+    public var status: Status
+    public var blocks: Int
+    /// The source chunk's hash now (differs from the plan's only under --force).
+    public var sha256: String
+    public var reason: String?
+    public init(chunk: Int, status: Status, blocks: Int, sha256: String, reason: String? = nil) {
+        (self.chunk, self.status, self.blocks, self.sha256, self.reason) = (chunk, status, blocks, sha256, reason)
+    }
+}
+
+/// A request for the sub-blocks of one chunk that differ from the destination's: the chunk index,
+/// the sub-block size, and the destination's hash of each sub-block (all-zero bytes for a block
+/// it could not read, which never equals a real hash).
+public struct SubBlockDigests: Equatable, Sendable {
+    public var chunk: UInt64
+    public var blockSize: UInt32
+    public var digests: [Digest]
+
+    public init(chunk: UInt64, blockSize: UInt32, digests: [Digest]) {
+        (self.chunk, self.blockSize, self.digests) = (chunk, blockSize, digests)
+    }
+
+    public func encode() -> [UInt8] {
+        var out = [UInt8]()
+        out.appendBE(chunk)
+        out.appendBE(blockSize)
+        out.appendBE(UInt32(digests.count))
+        for d in digests { out.append(contentsOf: d.bytes) }
+        return out
+    }
+
+    public static func decode(_ b: [UInt8]) throws -> SubBlockDigests {
+        guard b.count >= 16 else { throw FerryError(.wire, "sub-block frame too short") }
+        return try b.withUnsafeBytes { p in
+            let count = Int(p.loadBE(UInt32.self, at: 12))
+            guard b.count == 16 + count * 32 else { throw FerryError(.wire, "sub-block frame holds \(b.count) bytes for \(count) hashes") }
+            let digests = (0..<count).map { Digest(bytes: UnsafeRawBufferPointer(rebasing: p[(16 + $0 * 32)..<(48 + $0 * 32)])) }
+            return SubBlockDigests(chunk: p.loadBE(UInt64.self, at: 0), blockSize: p.loadBE(UInt32.self, at: 8), digests: digests)
+        }
+    }
+}
+
+/// The outcome of a resend, per chunk and in total (the destination side's result frame).
+public struct ResendResult: Codable, Sendable {
+    public struct ChunkOutcome: Codable, Sendable {
+        public enum Status: String, Codable, Sendable { case repaired, forced, refused, failed }
+        public var index: Int
+        public var status: Status
+        public var attempts: Int
+        public var blocksWritten: Int
+        public var bytesWritten: UInt64
+        public var reason: String?
+        public init(index: Int, status: Status, attempts: Int, blocksWritten: Int, bytesWritten: UInt64, reason: String? = nil) {
+            (self.index, self.status, self.attempts, self.blocksWritten, self.bytesWritten) = (index, status, attempts, blocksWritten, bytesWritten)
+            self.reason = reason
+        }
+    }
+    public var host: String
+    public var ledger: String
+    public var imageId: Int64
+    public var runId: Int64
+    public var chunks: [ChunkOutcome]
+    public var bytesWritten: UInt64
+    public var bytesReread: UInt64
+    public init(host: String, ledger: String, imageId: Int64, runId: Int64, chunks: [ChunkOutcome], bytesWritten: UInt64, bytesReread: UInt64) {
+        (self.host, self.ledger, self.imageId, self.runId, self.chunks) = (host, ledger, imageId, runId, chunks)
+        (self.bytesWritten, self.bytesReread) = (bytesWritten, bytesReread)
+    }
+}
+
+/// The destination server's answer to a resend request: its plan (and the verify it ran first).
+public struct ResendReady: Codable, Sendable {
+    public var plan: ResendPlan
+    public var verifyJSON: String?
+    public init(plan: ResendPlan, verifyJSON: String?) { (self.plan, self.verifyJSON) = (plan, verifyJSON) }
+}
