@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 SWIFT ?= swift
 BIN := .build/release/ferry
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
-TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs
+TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc
 
 .PHONY: all build deps test-deps test demo bench install man clean
 
