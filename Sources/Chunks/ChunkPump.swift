@@ -124,9 +124,14 @@ public final class ChunkPump {
                     fill: (ChunkSlot) throws -> Int,
                     consume: @escaping (ChunkSlot) throws -> Void,
                     afterWhole: ((ChunkSlot) throws -> Void)? = nil) throws -> PumpResult {
-        var whole = hasher
+        // Shared with the hashing and sink threads; each field has one writer at a time.
+        final class Shared: @unchecked Sendable {
+            var whole: SHA256Hasher?
+            var result = PumpResult()
+            init(_ h: SHA256Hasher?) { whole = h }
+        }
+        let shared = Shared(hasher)
         let wantWhole = hasher != nil
-        var result = PumpResult()
         let resultLock = NSLockish()
         var position = 0
         var index = startIndex
@@ -171,8 +176,8 @@ public final class ChunkPump {
             let isCheckpoint = checkpointEvery.map { (slot.index + 1) % $0 == 0 } ?? false
             if wantWhole {
                 wholeQueue.async {
-                    whole!.update(slot.buffer.pointer, slot.length)
-                    if isCheckpoint { slot.hasherAfter = whole }
+                    shared.whole!.update(slot.buffer.pointer, slot.length)
+                    if isCheckpoint { slot.hasherAfter = shared.whole }
                     slot.wholeHashed.signal()
                 }
             }
@@ -182,9 +187,9 @@ public final class ChunkPump {
                     do {
                         try consume(slot)
                         resultLock.locked {
-                            result.chunks += 1
-                            result.bytes += UInt64(slot.length)
-                            if slot.isZero { result.zeroChunks += 1 }
+                            shared.result.chunks += 1
+                            shared.result.bytes += UInt64(slot.length)
+                            if slot.isZero { shared.result.zeroChunks += 1 }
                         }
                     } catch {
                         fail(error)
@@ -203,9 +208,10 @@ public final class ChunkPump {
         sinkQueue.sync {}
         wholeQueue.sync {}
         if let failed { throw failed }
+        var result = shared.result
         if wantWhole {
-            result.hasher = whole
-            result.wholeDigest = whole!.finalized()
+            result.hasher = shared.whole
+            result.wholeDigest = shared.whole!.finalized()
         }
         return result
     }

@@ -12,7 +12,7 @@ public final class Completion: @unchecked Sendable {
 /// A dedicated thread (not a pool worker) for a blocking loop such as a socket reader.
 public final class BlockingThread {
     private let thread: Thread
-    public init(_ body: @escaping () -> Void) {
+    public init(_ body: @escaping @Sendable () -> Void) {
         thread = Thread(block: body)
         thread.stackSize = 1 << 20
     }

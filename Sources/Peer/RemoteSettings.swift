@@ -52,11 +52,12 @@ public struct RemoteSettings: Sendable, Equatable {
 
     /// The full argv that starts the far `ferry serve`: the remote shell, the host, and one
     /// quoted command string. Everything else (paths, options, ledger) travels in the protocol.
-    public func command(host: String) throws -> [String] {
+    /// `extraSSHOptions` go right after the default shell's own options (the cipher preference).
+    public func command(host: String, extraSSHOptions: [String] = []) throws -> [String] {
         guard !host.isEmpty, !host.hasPrefix("-") else {
             throw FerryError(.usage, "'\(host)' is not a host name")
         }
-        let shell = rsh ?? Self.defaultShell
+        let shell = rsh ?? (Self.defaultShell + extraSSHOptions)
         guard !shell.isEmpty else { throw FerryError(.usage, "--rsh is empty") }
         return shell + [host, Self.shellQuote(remoteFerry) + " serve"]
     }

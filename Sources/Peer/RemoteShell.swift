@@ -20,7 +20,7 @@ public final class RemoteShell {
 
     public init(host: String, settings: RemoteSettings) throws {
         self.host = host
-        argv = try settings.command(host: host)
+        argv = try settings.command(host: host, extraSSHOptions: settings.rsh == nil ? CipherPreference.options(host: host) : [])
         var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0], errChild: [Int32] = [0, 0]
         guard Self.cloexecPipe(&toChild), Self.cloexecPipe(&fromChild), Self.cloexecPipe(&errChild) else {
             throw FerryError.syscall("pipe", path: "remote shell")

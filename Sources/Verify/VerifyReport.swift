@@ -7,6 +7,10 @@ public struct BadRange: Codable, Sendable, Equatable {
     public var length: UInt64
     public var firstChunk: Int
     public var lastChunk: Int
+
+    public init(offset: UInt64, length: UInt64, firstChunk: Int, lastChunk: Int) {
+        (self.offset, self.length, self.firstChunk, self.lastChunk) = (offset, length, firstChunk, lastChunk)
+    }
 }
 
 /// What `ferry verify` found (and prints with --json).
