@@ -29,6 +29,21 @@ public struct DeviceIdentity: Sendable, Equatable {
         return DeviceIdentity(given: path, canonical: canonical, names: names)
     }
 
+    /// Names that keep pointing at the same device across reboots (unlike /dev/zdN or /dev/sdX).
+    public static func isStable(_ name: String) -> Bool {
+        stableRoots.contains { name.hasPrefix($0 + "/") }
+    }
+
+    /// Whether a record made under `recorded` names can describe the device known now as `self`:
+    /// when both sides have stable names, they must share one. A /dev/zd0 that was vm-100's zvol
+    /// before a reboot and is vm-200's now does not match vm-100's record.
+    public func canBe(_ recorded: [String]) -> Bool {
+        let mine = Set(names.filter(Self.isStable))
+        let theirs = Set(recorded.filter(Self.isStable))
+        if mine.isEmpty || theirs.isEmpty { return !Set(names).isDisjoint(with: recorded) }
+        return !mine.isDisjoint(with: theirs)
+    }
+
     public static func makeAbsolute(_ path: String) -> String {
         if path.hasPrefix("/") { return normalize(path) }
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX))

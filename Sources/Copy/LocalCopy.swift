@@ -93,11 +93,12 @@ public enum LocalCopy {
 
     /// The latest unfinished copy from `source` to `destination` in this ledger, if any.
     static func findUnfinished(source: String, destination: String, ledger: Ledger) throws -> (dst: ImageRecord, src: ImageRecord)? {
-        let srcNames = Set(DeviceIdentity.of(source).names)
-        for dst in try ledger.images(named: DeviceIdentity.of(destination).names)
-        where dst.role == .destination && !dst.complete {
+        let srcIdentity = DeviceIdentity.of(source)
+        let dstIdentity = DeviceIdentity.of(destination)
+        for dst in try ledger.images(named: dstIdentity.names)
+        where dst.role == .destination && !dst.complete && dstIdentity.canBe(dst.names) {
             guard let peer = dst.peerImageId, let src = try ledger.image(peer), !src.complete,
-                  !srcNames.isDisjoint(with: src.names) else { continue }
+                  srcIdentity.canBe(src.names) else { continue }
             return (dst, src)
         }
         return nil

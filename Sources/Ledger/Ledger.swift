@@ -224,11 +224,6 @@ public final class Ledger {
         try imageRows("WHERE transfer_id = ? ORDER BY id", [.text(transfer)])
     }
 
-    /// The latest complete image known under any of `names`; the one a verify checks against.
-    public func latestComplete(named names: [String]) throws -> ImageRecord? {
-        try images(named: names).first { $0.complete }
-    }
-
     /// All chunk hashes of an image, in order.
     public func chunks(image: Int64) throws -> [ChunkRow] {
         try db.prepare("SELECT idx, sha256, zero FROM chunks WHERE image_id = ? ORDER BY idx").rows([.int(image)]) {

@@ -22,7 +22,10 @@ public enum RemoteCopy {
 
     /// The unfinished record of this end of an earlier copy between the same two places.
     static func unfinished(role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
-        try ledger.images(named: DeviceIdentity.of(path).names).first { $0.role == role && !$0.complete && $0.peer == peer }
+        let identity = DeviceIdentity.of(path)
+        return try ledger.images(named: identity.names).first {
+            $0.role == role && !$0.complete && $0.peer == peer && identity.canBe($0.names)
+        }
     }
 
     static func push(src: String, host: String, dst: String, options: CopyOptions, ledger: Ledger,

@@ -121,7 +121,8 @@ public enum Verifier {
             }
             return r
         }
-        guard let r = try ledger.latestComplete(named: DeviceIdentity.of(target).names) else {
+        let identity = DeviceIdentity.of(target)
+        guard let r = try ledger.images(named: identity.names).first(where: { $0.complete && identity.canBe($0.names) }) else {
             throw FerryError(.notFound, "no completed copy of \(target) is recorded in ledger \(ledger.path)",
                              hint: "`ferry ledger list` shows what is recorded; pass --image ID or --ledger PATH")
         }
