@@ -304,9 +304,26 @@ public final class ImageFile {
         switch kind {
         case .file:
             if alreadyHole { return }
-            if csys_punch_hole(fd, Int64(offset), Int64(count)) == 0 { return }
-            if errno != EOPNOTSUPP && errno != ENOSYS {
-                throw FerryError.syscall("punch hole", path: path, offset: offset)
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw FerryError.syscall("fstat", path: path) }
+            let current = UInt64(st.st_size)
+            let end = offset + UInt64(count)
+            // Past the end of the file a hole is made by extending it; inside, by punching.
+            var punched = offset >= current
+            if !punched {
+                let inside = min(end, current) - offset
+                if csys_punch_hole(fd, Int64(offset), Int64(inside)) == 0 {
+                    punched = true
+                } else if errno != EOPNOTSUPP && errno != ENOSYS {
+                    throw FerryError.syscall("punch hole", path: path, offset: offset)
+                }
+            }
+            if punched {
+                if end > current {
+                    guard ftruncate(fd, off_t(end)) == 0 else { throw FerryError.syscall("extend", path: path, offset: offset) }
+                    size = end
+                }
+                return
             }
         case .blockDevice:
             if offset % 512 == 0 && count % 512 == 0 {
