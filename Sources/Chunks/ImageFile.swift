@@ -169,7 +169,15 @@ public final class ImageFile {
 
     public var isDirect: Bool { mode == .direct }
 
+    private let reopenLock = NSLockish()
+
+    /// The descriptor without O_DIRECT, opened on first use (a sender's retransmission thread
+    /// and its reader may both ask).
     private func buffered() throws -> Int32 {
+        try reopenLock.locked { try openBuffered() }
+    }
+
+    private func openBuffered() throws -> Int32 {
         if bufferedFD >= 0 { return bufferedFD }
         let flags = openFlags & ~(csys_o_direct() | O_TRUNC | O_CREAT | csys_o_excl())
         let b = retryingEINTR { csys_open(path, flags, 0) }

@@ -6,7 +6,9 @@ public final class SourceReader {
     public let file: ImageFile
     public let identity: DeviceIdentity
     public let chunkSize: Int
-    public private(set) var bytesRead: UInt64 = 0
+    private let counted = ProgressCounter()
+    /// Bytes read from the source so far (the pump's reads and any re-reads).
+    public var bytesRead: UInt64 { counted.bytes }
     public private(set) var imageId: Int64?
     var recorder: ChunkRecorder?
     let asIs: Bool
@@ -54,7 +56,7 @@ public final class SourceReader {
         if slot.index == 0 && n > 0 && !asIs, let format = DiskImageFormat.detect(slot.buffer.bytes(min(n, 4096))) {
             throw FerryError(.refused, format.refusal(path: file.path))
         }
-        bytesRead += UInt64(n)
+        counted.add(n)
         return n
     }
 
@@ -66,7 +68,7 @@ public final class SourceReader {
         let g = ChunkGeometry(size: size, chunkSize: chunkSize)
         let want = g.length(of: index)
         let n = try file.read(into: buffer.pointer, count: want, at: g.offset(of: index))
-        bytesRead += UInt64(n)
+        counted.add(n)
         guard n == want else {
             throw FerryError(.io, "source \(file.path) is shorter than chunk \(index) needs (offset \(g.offset(of: index)))")
         }
