@@ -104,14 +104,16 @@ function flushdefault(    last) {
     else opts = substr(opts, 1, length(opts) - 1) " " pending "\n"
     pending = ""
 }
-function option(line,    name) {
+function option(line,    name, n, w, i) {
     if (line ~ /^\.Bl/) depth++
     if (line == ".Pp") { heldpp = 1; return }
     if (depth == 1 && (line ~ /^\.It/ || line ~ /^\.El/)) {
         heldpp = 0
         flushdefault()
-        if (line ~ /^\.It/ && match(line, /Fl -[a-z0-9-]+/)) {
-            name = substr(line, RSTART + 4, RLENGTH - 4)
+        # ".It Fl -chunk-size Ar size", ".It Fl e , -rsh Ar cmd": Fl adds a dash to "-rsh".
+        if (line ~ /^\.It Fl /) {
+            n = split(line, w, " ")
+            for (i = 3; i <= n && w[i] != "Ar"; i++) if (w[i] ~ /^-/) name = substr(w[i], 2)
             if (name in dflt) pending = dflt[name]
         }
     }
