@@ -11,6 +11,8 @@ public final class DestinationWriter {
     public let chunkSize: Int
     public private(set) var file: ImageFile?
     public private(set) var imageId: Int64?
+    /// The ledger run recording this copy at the destination end (started with the record).
+    public private(set) var copyRun: Int64?
     public private(set) var bytesWritten: UInt64 = 0
     public private(set) var durableChunks = 0
     let writeZeros: Bool
@@ -34,6 +36,12 @@ public final class DestinationWriter {
     /// Opens the destination and checks it, without changing a byte. Refuses a directory, a
     /// mounted or busy block device, a block device smaller than `expectedSize`, and the source.
     public func open(expectedSize: UInt64?, source: ImageFile?) throws {
+        // A file that does not exist yet is created by `beginFresh`, not here: a copy that
+        // fails before its first chunk (a refused source, an incompatible peer) leaves nothing.
+        if path != "-" && access(path, F_OK) != 0 {
+            try Self.checkCreatable(path)
+            return
+        }
         let f = try ImageFile.openForWriting(path, truncate: false)
         if let source, source.kind == f.kind, source.kind != .stream, source.device == f.device, source.inode == f.inode {
             throw FerryError(.refused, "source and destination are the same \(f.kind == .blockDevice ? "device" : "file") (\(path))",
@@ -41,6 +49,22 @@ public final class DestinationWriter {
         }
         try checkFits(f, expectedSize)
         file = f
+    }
+
+    /// The folder of a new destination file must exist and be writable.
+    static func checkCreatable(_ path: String) throws {
+        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let folder = dir.isEmpty ? "/" : dir
+        var st = stat()
+        guard stat(folder, &st) == 0 else {
+            throw FerryError.syscall("cannot create \(path): folder", path: folder)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw FerryError(.usage, "cannot create \(path): \(folder) is not a folder")
+        }
+        guard access(folder, W_OK) == 0 else {
+            throw FerryError.syscall("cannot create \(path) in", path: folder)
+        }
     }
 
     func checkFits(_ f: ImageFile, _ expectedSize: UInt64?) throws {
@@ -53,6 +77,7 @@ public final class DestinationWriter {
     /// Starts a fresh copy: a file destination is truncated and sized to `expectedSize`, so zero
     /// chunks stay holes. Called once the first chunk passed the source's checks.
     public func beginFresh(expectedSize: UInt64?) throws {
+        if file == nil { file = try ImageFile.openForWriting(path, truncate: false) }
         guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }
         try checkFits(f, expectedSize)
         if f.kind == .file {
@@ -68,6 +93,7 @@ public final class DestinationWriter {
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer, options: options))
         imageId = id
         recorder = ChunkRecorder(ledger: ledger, image: id)
+        copyRun = try ledger.startRun(image: id, kind: "copy")
     }
 
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
@@ -76,6 +102,7 @@ public final class DestinationWriter {
         try r.restore(upTo: n)
         recorder = r
         durableChunks = n
+        copyRun = try ledger.startRun(image: image, kind: "copy")
     }
 
     /// Writes one chunk at its offset (streams: appended) and records its hash.

@@ -20,10 +20,6 @@ public enum LocalCopy {
         var startIndex = 0
         var hasher = SHA256Hasher()
         var begun = false
-        var runs: (Int64, Int64)?
-        func startRuns() throws {
-            runs = (try ledger.startRun(image: source.imageId!, kind: "copy"), try ledger.startRun(image: dest.imageId!, kind: "copy"))
-        }
 
         if let r = resumeFrom, let n = try ledger.checkpointCounts(image: r.dst.id).first, n > 0 {
             transferId = r.dst.transferId
@@ -32,7 +28,6 @@ public enum LocalCopy {
             hasher = try source.resume(ledger: ledger, image: r.src, at: n)
             _ = try dest.resume(ledger: ledger, image: r.dst, at: n)
             startIndex = n
-            try startRuns()
             progress.set(UInt64(n) * UInt64(chunkSize))
         }
 
@@ -44,7 +39,6 @@ public enum LocalCopy {
             try dest.register(in: ledger, size: source.size, transferId: transferId, peer: source.identity.canonical,
                               options: nil)
             if let a = source.imageId, let b = dest.imageId { try ledger.link(a, b) }
-            try startRuns()
             begun = true
         }
 
@@ -71,7 +65,7 @@ public enum LocalCopy {
         let dstRoot = try dest.complete(ledger: ledger, size: size, digest: digest)
         // One copy run per end, so `ferry ledger show` of either image tells how it came to be.
         let detail = "{\"transferId\":\"\(transferId)\",\"resumedFrom\":\(startIndex)}"
-        if let (srcRun, dstRun) = runs, let srcID = source.imageId, let dstID = dest.imageId {
+        if let srcRun = source.copyRun, let dstRun = dest.copyRun, let srcID = source.imageId, let dstID = dest.imageId {
             try ledger.finishRun(srcRun, image: srcID, Ledger.RunEnd(
                 result: "ok", bytesRead: source.bytesRead, readMode: source.file.mode.rawValue, detail: detail))
             try ledger.finishRun(dstRun, image: dstID, Ledger.RunEnd(

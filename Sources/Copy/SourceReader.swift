@@ -10,6 +10,8 @@ public final class SourceReader {
     /// Bytes read from the source so far (the pump's reads and any re-reads).
     public var bytesRead: UInt64 { counted.bytes }
     public private(set) var imageId: Int64?
+    /// The ledger run recording this copy at the source end (started with the record).
+    public private(set) var copyRun: Int64?
     var recorder: ChunkRecorder?
     let asIs: Bool
 
@@ -28,6 +30,7 @@ public final class SourceReader {
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer))
         imageId = id
         recorder = ChunkRecorder(ledger: ledger, image: id)
+        copyRun = try ledger.startRun(image: id, kind: "copy")
     }
 
     /// Re-attaches to an unfinished source record whose chunks [0, n) are recorded.
@@ -36,6 +39,7 @@ public final class SourceReader {
         let r = ChunkRecorder(ledger: ledger, image: image)
         try r.restore(upTo: n)
         recorder = r
+        copyRun = try ledger.startRun(image: image, kind: "copy")
     }
 
     /// Fills `slot` with the chunk at its index. Returns 0 at the end of the source.

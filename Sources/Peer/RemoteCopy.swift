@@ -60,7 +60,6 @@ public enum RemoteCopy {
         } else {
             try source.register(in: ledger, transferId: transferId, peer: peer)
         }
-        let run = try ledger.startRun(image: source.imageId!, kind: "copy")
         let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: options.checkpointEvery,
                                 compressLevel: options.compressLevel, log: Session.remoteLog)
         let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: progress)
@@ -69,7 +68,7 @@ public enum RemoteCopy {
         let digest = result.wholeDigest!
         let root = try source.complete(ledger: ledger, size: size, digest: digest)
         let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size
-        try ledger.finishRun(run, image: source.imageId!, Ledger.RunEnd(
+        try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
             result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
             readMode: source.file.mode.rawValue,
             detail: detail(transferId: transferId, resumedFrom: start, retransmissions: sender.retransmissions,
@@ -174,7 +173,7 @@ enum Receiving {
         }
         let digest = result.wholeDigest!
         let match = end.sha256 == digest.hex
-        let run = try destination.imageId.map { try ledger.startRun(image: $0, kind: "copy") }
+        let run = destination.copyRun
         let root: Digest
         if match {
             root = try destination.complete(ledger: ledger, size: size, digest: digest)

@@ -89,7 +89,6 @@ public enum Server {
         ready.imageId = source.imageId
         ready.io = source.file.mode.rawValue
         try conn.sendJSON(.ready, ready)
-        let run = try ledger.startRun(image: source.imageId!, kind: "copy")
         let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: request.checkpointEvery,
                                 compressLevel: request.compressLevel, log: log)
         let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
@@ -98,7 +97,7 @@ public enum Server {
         let digest = result.wholeDigest!
         let root = try source.complete(ledger: ledger, size: size, digest: digest)
         let match = far.sha256 == digest.hex && far.listRoot == root.hex
-        try ledger.finishRun(run, image: source.imageId!, Ledger.RunEnd(
+        try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
             result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
             readMode: source.file.mode.rawValue,
             detail: RemoteCopy.detail(transferId: request.transferId, resumedFrom: start, retransmissions: sender.retransmissions,
