@@ -1,0 +1,210 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Interrupted copies continued with --resume: the transport killed mid-copy (the relay in
+/// Tests/Fixtures/relay.py stands where ssh stands and throttles the stream so there is time to
+/// interrupt it), the far `ferry serve` killed, and a local copy killed. The resumed copy must
+/// end identical to an uninterrupted one: same bytes, digests, hash-list root and ledger export.
+final class ResumeTests: FerryTestCase {
+    static let options = ["--chunk-size", "64K", "--checkpoint", "1M"]
+    static let chunk = 64 << 10
+    /// Chunks per checkpoint (1M / 64K).
+    static let perCheckpoint = 16
+    /// Wait for at least this many chunks to be checkpointed before interrupting.
+    static let interruptAfter = 4 * perCheckpoint
+
+    private var src: String!
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        src = scratch.file("disk.raw")
+        try writeImage(src, mixedRegions(mib: 64), seed: 1234)
+    }
+
+    private var chunkCount: Int { Int((fileSize(src) + UInt64(Self.chunk) - 1) / UInt64(Self.chunk)) }
+
+    /// Polls `ledger` until an incomplete image of `role` has at least `chunks` checkpointed.
+    /// `step` runs between polls (to let a stopped process go on a little). Fails if `process`
+    /// ends first.
+    private func waitForCheckpoint(_ ledgerPath: String, role: String, chunks: Int, process: Background,
+                                   step: (() -> Void)? = nil) throws -> Int {
+        for _ in 0..<6000 {
+            if !process.isRunning {
+                let r = process.wait()
+                XCTFail("the copy ended before it could be interrupted: " + r.summary)
+                throw XCTSkip("not interrupted")
+            }
+            let images = exists(ledgerPath) ? try ledgerImages(ledgerPath) : []
+            if let i = images.first(where: { $0.role == role && !$0.complete }), i.checkpointChunks >= chunks {
+                return i.checkpointChunks
+            }
+            if let step { step() } else { usleep(10_000) }
+        }
+        process.signal(SIGKILL)
+        XCTFail("no checkpoint of \(chunks) chunks appeared in \(ledgerPath): " + process.wait().summary)
+        throw XCTSkip("not interrupted")
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    private func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[close...].hasPrefix(") Z") && !stat[close...].hasPrefix(") X")
+    }
+
+    private func readPids(_ path: String) throws -> (relay: pid_t, serve: pid_t) {
+        let parts = String(decoding: readAll(path), as: UTF8.self).split(separator: " ")
+            .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        guard parts.count == 2 else {
+            XCTFail("the relay wrote no pids to \(path)")
+            throw XCTSkip("no pids")
+        }
+        return (parts[0], parts[1])
+    }
+
+    /// What the resumed copy must equal.
+    private struct Reference {
+        var report: CopyJSON
+        var export: [String]
+    }
+
+    private func checkResumed(_ r: RunResult, dst: String, reference: Reference, dstLedger: String, srcLedger: String,
+                              localIsSource: Bool, interruptedAt: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertEqual(r.status, 0, "the resumed copy failed: " + r.summary, file: file, line: line)
+        guard r.status == 0 else { return }
+        let report = try decode(CopyJSON.self, r.stdout, file: file, line: line)
+        let from = try XCTUnwrap(report.resumedFromChunk, "resumedFromChunk missing: the copy started over", file: file, line: line)
+        XCTAssertGreaterThan(from, 0, file: file, line: line)
+        XCTAssertEqual(from % Self.perCheckpoint, 0, "resumed at \(from), not at a checkpoint", file: file, line: line)
+        XCTAssertLessThanOrEqual(from, interruptedAt + 3 * Self.perCheckpoint, "resumed past what was durable", file: file, line: line)
+        XCTAssertLessThan(from, chunkCount, file: file, line: line)
+
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch), "the resumed destination differs from the source", file: file, line: line)
+        let sha = try sha256sum(src, in: scratch)
+        XCTAssertEqual(report.source.sha256, sha, "source.sha256 after resume", file: file, line: line)
+        XCTAssertEqual(report.destination.sha256, sha, "destination.sha256 after resume", file: file, line: line)
+        XCTAssertTrue(report.digestsMatch, file: file, line: line)
+        XCTAssertEqual(report.chunks, reference.report.chunks, file: file, line: line)
+        XCTAssertEqual(report.listRoot, reference.report.listRoot, "hash-list root differs from an uninterrupted copy", file: file, line: line)
+        XCTAssertEqual(report.zeroChunks, reference.report.zeroChunks, "zeroChunks differs from an uninterrupted copy", file: file, line: line)
+
+        let dstId = report.destination.imageId
+        let srcId = localIsSource ? report.source.imageId : (report.remote?.imageId ?? report.source.imageId)
+        XCTAssertEqual(try export(dstId, ledger: dstLedger), reference.export, "destination ledger export differs from an uninterrupted copy",
+                       file: file, line: line)
+        XCTAssertEqual(try export(srcId, ledger: srcLedger), reference.export, "source ledger export differs from an uninterrupted copy",
+                       file: file, line: line)
+        XCTAssertEqual(reference.export, try chunkList(src, chunkSize: Self.chunk, in: scratch), file: file, line: line)
+
+        // Both records of the transfer are complete, and a verify of the destination passes.
+        for (path, id) in [(dstLedger, dstId), (srcLedger, srcId)] {
+            let image = try ledgerImages(path).first { $0.id == id }
+            XCTAssertEqual(image?.complete, true, "image \(String(describing: id)) in \(path) is not complete", file: file, line: line)
+            XCTAssertEqual(image?.sha256, sha, file: file, line: line)
+        }
+        let (v, vr) = try verify(dst, ledger: dstLedger)
+        XCTAssertEqual(v.status, 0, "verify after resume: " + v.summary, file: file, line: line)
+        XCTAssertEqual(vr?.imageId, dstId, file: file, line: line)
+    }
+
+    // MARK: Remote
+
+    private func remoteReference(push: Bool) throws -> Reference {
+        if push {
+            let ref = scratch.file("reference.raw")
+            let r = try copy(src, "localhost:" + ref, remoteOptions() + Self.options)
+            return Reference(report: r, export: try export(r.destination.imageId, ledger: farLedger))
+        } else {
+            let ref = scratch.file("reference.raw")
+            let r = try copy("localhost:" + src, ref, remoteOptions() + Self.options)
+            return Reference(report: r, export: try export(r.destination.imageId, ledger: ledger))
+        }
+    }
+
+    private enum Victim { case transport, farServe }
+
+    private func interruptedRemote(push: Bool, kill victim: Victim) throws {
+        let reference = try remoteReference(push: push)
+        let far = scratch.file("far.raw")
+        let local = scratch.file("local.raw")
+        let pidfile = scratch.file("relay.pids")
+        let rsh = relayShell(["--pidfile", pidfile, "--rate", String(16 << 20)])
+        let (from, to) = push ? (src!, "localhost:" + far) : ("localhost:" + src!, local)
+        let dst = push ? far : local
+        let args = [TestPaths.ferry, "copy", from, to, "--progress", "none", "--json", "--ledger", ledger]
+            + remoteOptions(rsh) + Self.options
+
+        let first = try start(args, in: scratch)
+        // The checkpoint is recorded by the client when the destination reports it durable.
+        let done = try waitForCheckpoint(ledger, role: push ? "source" : "destination", chunks: Self.interruptAfter, process: first)
+        let pids = try readPids(pidfile)
+        kill(victim == .transport ? pids.relay : pids.serve, SIGKILL)
+        let r1 = first.wait(timeout: 120)
+        XCTAssertFalse(r1.signaled, r1.summary)
+        XCTAssertNotEqual(r1.status, 0, "the interrupted copy reported success: " + r1.summary)
+        XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
+        XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: ") ?? false, r1.summary)
+        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+        // Let the far side notice and stop (it may still be writing when the client gives up).
+        for _ in 0..<500 where isAlive(pids.serve) { usleep(10_000) }
+
+        try? FileManager.default.removeItem(atPath: pidfile)
+        let r2 = try ferry(Array(args.dropFirst()) + ["--resume"], timeout: 180)
+        try checkResumed(r2, dst: dst, reference: reference, dstLedger: push ? farLedger : ledger,
+                         srcLedger: push ? ledger : farLedger, localIsSource: push, interruptedAt: done)
+    }
+
+    func testPushResumesAfterTransportIsKilled() throws {
+        try interruptedRemote(push: true, kill: .transport)
+    }
+
+    func testPushResumesAfterFarServeIsKilled() throws {
+        try interruptedRemote(push: true, kill: .farServe)
+    }
+
+    func testPullResumesAfterTransportIsKilled() throws {
+        try interruptedRemote(push: false, kill: .transport)
+    }
+
+    func testPullResumesAfterFarServeIsKilled() throws {
+        try interruptedRemote(push: false, kill: .farServe)
+    }
+
+    // MARK: Local
+
+    func testLocalCopyResumesAfterKill() throws {
+        let ref = scratch.file("reference.raw")
+        let refReport = try copy(src, ref, Self.options)
+        let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
+
+        let dst = scratch.file("dst.raw")
+        let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
+        let first = try start(args, in: scratch)
+        // A local copy is too fast to catch in flight: run it a few milliseconds at a time.
+        kill(first.pid, SIGSTOP)
+        let done = try waitForCheckpoint(ledger, role: "destination", chunks: Self.interruptAfter, process: first) {
+            kill(first.pid, SIGCONT)
+            usleep(3_000)
+            kill(first.pid, SIGSTOP)
+        }
+        kill(first.pid, SIGKILL)
+        let r1 = first.wait()
+        XCTAssertTrue(r1.signaled, r1.summary)
+        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+
+        let r2 = try ferry(Array(args.dropFirst()) + ["--resume"])
+        try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
+                         interruptedAt: done)
+    }
+
+    func testResumeWithNothingToResumeCopiesAfresh() throws {
+        let dst = scratch.file("dst.raw")
+        let r = try copy(src, dst, Self.options + ["--resume"])
+        XCTAssertNil(r.resumedFromChunk)
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch))
+        XCTAssertEqual(r.destination.sha256, try sha256sum(src, in: scratch))
+    }
+}
