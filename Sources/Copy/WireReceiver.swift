@@ -66,6 +66,14 @@ public final class WireReceiver {
                 if try accept(header, slot: slot, length: data.count, pump: pump) { return data.count }
                 continue
             }
+            // The sender's End may overtake a chunk it is still re-sending: keep reading until
+            // every chunk it announced has arrived intact.
+            if let end, want >= end.chunks {
+                guard stash.isEmpty else {
+                    throw FerryError(.wire, "\(connection.peerName) ended the copy with chunks \(stash.keys.sorted()) beyond its last chunk \(end.chunks - 1)")
+                }
+                return 0
+            }
             switch try connection.receive() {
             case .chunk(let header, let payloadLength):
                 let index = Int(header.index)
@@ -95,10 +103,6 @@ public final class WireReceiver {
                 }
             case .control(.end, let body):
                 end = try JSONBody.decode(End.self, body, what: "end")
-                guard stash.isEmpty else {
-                    throw FerryError(.wire, "\(connection.peerName) ended the copy with chunks \(stash.keys.sorted()) still out of order")
-                }
-                return 0
             case .control(.log, let body):
                 log(String(decoding: body, as: UTF8.self))
             case .control(.error, let body):

@@ -58,6 +58,9 @@ struct CopyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How to show progress on stderr (auto: a bar when stderr is a terminal).", valueName: "style"))
     var progress: ProgressStyle = .auto
 
+    @Option(name: .long, help: ArgumentHelp("Compress chunk payloads on the wire with zstd at this level (--compress alone: level 1); remote copies only.", valueName: "level"))
+    var compress: Int?
+
     @Flag(name: .long, help: "Print a JSON summary on stdout (on stderr when DST is -).")
     var json = false
 
@@ -76,7 +79,10 @@ struct CopyCommand: ParsableCommand {
             options.asIs = asIs
             options.writeZeros = writeZeros
             options.resume = resume
-            options.compressLevel = remote.compress
+            if let compress, !(1...19).contains(compress) {
+                throw FerryError(.usage, "--compress level \(compress) is out of range", hint: "zstd levels 1 (fast) to 19")
+            }
+            options.compressLevel = compress
             let src = Location.parse(source)
             let dst = Location.parse(destination)
             if src.isRemote && dst.isRemote {

@@ -33,7 +33,6 @@ public enum ExitStatus: Int32, CaseIterable {
         0    success: the copy completed and both ends agree, or verify found every chunk intact.
         1    data is not intact: verify found corrupt chunks or a size change, a copy's two ends \
         computed different digests, or a resend left chunks bad.
-        64   usage error (bad arguments).
         3    not found: a path, a ledger record or an image to verify does not exist.
         4    I/O error reading or writing an image.
         5    refused: ferry declined to do something unsafe (destination mounted or too small, \
@@ -41,6 +40,7 @@ public enum ExitStatus: Int32, CaseIterable {
         6    ledger error: the ledger cannot be opened, is not a ferry ledger, or is newer than this ferry.
         7    remote error: ssh or the far ferry failed, or the peer speaks an incompatible protocol.
         8    unrepairable: chunks still read back wrong after repeated repair attempts (a failing disk).
+        64   usage error (bad arguments).
         130  interrupted.
         """
 }

@@ -32,7 +32,11 @@ public struct Ferry: ParsableCommand {
     /// level (ArgumentParser has no optional-value options), then runs.
     public static func mainWithArguments() {
         var args = Array(CommandLine.arguments.dropFirst())
-        args = args.map { $0 == "--compress" ? "--compress=\(defaultCompressLevel)" : $0 }
+        // `--compress` alone means the default level; `--compress N` and `--compress=N` name one.
+        for i in args.indices where args[i] == "--compress" {
+            if i + 1 < args.count, Int(args[i + 1]) != nil { continue }
+            args[i] = "--compress=\(defaultCompressLevel)"
+        }
         signal(SIGPIPE, SIG_IGN)
         main(args)
     }

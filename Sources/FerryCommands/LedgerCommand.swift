@@ -94,10 +94,14 @@ struct LedgerCommand: ParsableCommand {
                 else if let p = image.peer { lines.append("  other end   \(p)") }
                 if image.names.count > 1 { lines.append("  names       " + image.names.joined(separator: "\n              ")) }
                 for r in runs {
-                    lines.append("run \(r.run.id): \(r.run.kind) \(r.run.result), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)"), "
-                        + "read \(Output.bytes(r.run.bytesRead))" + (r.run.readMode.map { " (\($0))" } ?? "")
-                        + (r.run.bytesWritten > 0 ? ", wrote \(Output.bytes(r.run.bytesWritten))" : "")
-                        + (r.run.bytesSent > 0 ? ", sent \(Output.bytes(r.run.bytesSent))" : ""))
+                    var parts: [String] = []
+                    if r.run.bytesRead > 0 || r.run.kind == "verify" {
+                        parts.append("read \(Output.bytes(r.run.bytesRead))" + (r.run.readMode.map { " (\($0))" } ?? ""))
+                    }
+                    if r.run.bytesWritten > 0 { parts.append("wrote \(Output.bytes(r.run.bytesWritten))") }
+                    if r.run.bytesSent > 0 { parts.append("sent \(Output.bytes(r.run.bytesSent))") }
+                    lines.append("run \(r.run.id): \(r.run.kind) \(r.run.result), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)")"
+                        + (parts.isEmpty ? "" : ", " + parts.joined(separator: ", ")))
                     for f in r.findings {
                         lines.append("  \(f.kind.rawValue): bytes \(f.offset)+\(f.length), chunks \(f.firstChunk)-\(f.lastChunk)"
                             + (f.repairedBy.map { ", repaired by run \($0)" } ?? "") + (f.detail.map { " (\($0))" } ?? ""))

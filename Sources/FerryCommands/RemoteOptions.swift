@@ -13,9 +13,6 @@ struct RemoteOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The far host's ledger (default: its own default ledger).", valueName: "path"))
     var remoteLedger: String?
 
-    @Option(name: .long, help: ArgumentHelp("Compress chunk payloads on the wire with zstd at this level (--compress alone: level 1).", valueName: "level"))
-    var compress: Int?
-
     var settings: RemoteSettings {
         RemoteSettings(rsh: rsh.map { RemoteSettings.splitWords($0) }, remoteFerry: remoteFerry, remoteLedger: remoteLedger)
     }

@@ -26,7 +26,8 @@ struct ServeCommand: ParsableCommand {
     )
 
     func run() throws {
-        let status = Server.run(environment: ProcessInfo.processInfo.environment)
-        if status != 0 { throw ExitCode(status) }
+        if let e = Server.run(environment: ProcessInfo.processInfo.environment) {
+            throw ExitCode(ExitStatus.of(e.code).rawValue)
+        }
     }
 }

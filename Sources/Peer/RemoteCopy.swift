@@ -62,7 +62,7 @@ public enum RemoteCopy {
         }
         let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: options.checkpointEvery,
                                 compressLevel: options.compressLevel, log: Session.remoteLog)
-        let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: progress)
+        let (result, body) = try resumable { try sender.run(startIndex: start, hasher: hasher, progress: progress) }
         let far = try JSONBody.decode(TransferResult.self, body, what: "result")
         let size = UInt64(start) * UInt64(chunkSize) + result.bytes
         let digest = result.wholeDigest!
@@ -128,7 +128,7 @@ public enum RemoteCopy {
         }
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger,
                                     checkpointEvery: options.checkpointEvery, beforeFirstWrite: begin, log: Session.remoteLog)
-        let result = try receiver.run(startIndex: start, hasher: hasher, progress: progress)
+        let result = try resumable { try receiver.run(startIndex: start, hasher: hasher, progress: progress) }
         let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result,
                                            start: start, transferId: transferId)
         try conn.sendJSON(.result, outcome.result)
@@ -144,6 +144,16 @@ public enum RemoteCopy {
             bytesSent: conn.bytesReceived, zeroFrames: receiver.zeroFrames, retransmissions: receiver.retransmissions,
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
             seconds: monotonicSeconds() - started)
+    }
+
+    /// A copy that broke off after it started can continue from its last checkpoint: say so.
+    static func resumable<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch var e as FerryError where [.remote, .wire, .io, .interrupted].contains(e.code) {
+            e.hint = (e.hint.map { $0 + "; " } ?? "") + "what was made durable is kept: run the same `ferry copy` with --resume to continue from the last checkpoint"
+            throw e
+        }
     }
 
     static func detail(transferId: String, resumedFrom: Int, retransmissions: Int, zeroFrames: Int, farDigest: String) -> String {

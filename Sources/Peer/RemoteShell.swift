@@ -86,7 +86,9 @@ public final class RemoteShell {
         if !pending.isEmpty { emit(String(decoding: pending, as: UTF8.self)) }
     }
 
-    private func emit(_ line: String) {
+    private func emit(_ raw: String) {
+        // ssh ends some of its messages with CR LF.
+        let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : raw
         lock.locked {
             lastLines.append(line)
             if lastLines.count > 5 { lastLines.removeFirst() }
@@ -132,6 +134,6 @@ public final class RemoteShell {
             msg += " (\(argv[0]) is still running)"
         }
         if let said { msg += "; it last said: \(said)" }
-        return FerryError(.remote, msg, hint: "check that `\(argv.joined(separator: " "))` works; with --resume the copy continues from its last checkpoint")
+        return FerryError(.remote, msg, hint: "check that `\(argv.joined(separator: " "))` works")
     }
 }

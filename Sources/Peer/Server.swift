@@ -9,8 +9,8 @@ import Wire
 /// path, ledger, options) arrives in the Request frame, so it also runs as an authorized_keys
 /// forced command that ignores the command the client asked for.
 public enum Server {
-    /// Serves one session; returns the process exit status.
-    public static func run(environment: [String: String]) -> Int32 {
+    /// Serves one session; returns the error that ended it, if any (already sent to the client).
+    public static func run(environment: [String: String]) -> FerryError? {
         let conn = Connection(input: 0, output: 1, peerName: "the client")
         let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
         do {
@@ -24,14 +24,15 @@ public enum Server {
             case .resendReceive: try ResendServer.receive(request, conn: conn, ledger: ledger, log: log)
             case .resendSend: try ResendServer.send(request, conn: conn, ledger: ledger, log: log)
             }
-            return 0
+            return nil
         } catch let e as FerryError {
             conn.sendError(e)
             FileHandle.standardError.write(("ferry serve: \(e)\n").data(using: .utf8)!)
-            return 1
+            return e
         } catch {
-            conn.sendError(FerryError(.remote, "\(error)"))
-            return 1
+            let e = FerryError(.remote, "\(error)")
+            conn.sendError(e)
+            return e
         }
     }
 
