@@ -110,6 +110,18 @@ final class ResumeTests: FerryTestCase {
         XCTAssertEqual(vr?.imageId, dstId, file: file, line: line)
     }
 
+    /// An interrupted copy's destination record is incomplete, so verify has nothing to check it
+    /// against (exit 3) rather than calling a half-written image good or corrupt.
+    private func checkNotVouchedFor(_ dst: String, ledger dstLedger: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let records = try ledgerImages(dstLedger).filter { $0.role == "destination" && $0.path == dst }
+        XCTAssertEqual(records.count, 1, "records of \(dst) in \(dstLedger)", file: file, line: line)
+        XCTAssertEqual(records.first?.complete, false, "the interrupted destination is marked complete", file: file, line: line)
+        XCTAssertGreaterThan(records.first?.checkpointChunks ?? 0, 0, "no checkpoint recorded for the interrupted destination",
+                             file: file, line: line)
+        let r = try ferry(["verify", dst, "--progress", "none", "--ledger", dstLedger])
+        XCTAssertEqual(r.status, 3, "verify of an interrupted copy: " + r.summary, file: file, line: line)
+    }
+
     // MARK: Remote
 
     private func remoteReference(push: Bool) throws -> Reference {
@@ -148,6 +160,7 @@ final class ResumeTests: FerryTestCase {
         XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
         XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: ") ?? false, r1.summary)
         XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+        try checkNotVouchedFor(dst, ledger: push ? farLedger : ledger)
         // Let the far side notice and stop (it may still be writing when the client gives up).
         for _ in 0..<500 where isAlive(pids.serve) { usleep(10_000) }
 
@@ -194,10 +207,54 @@ final class ResumeTests: FerryTestCase {
         let r1 = first.wait()
         XCTAssertTrue(r1.signaled, r1.summary)
         XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+        try checkNotVouchedFor(dst, ledger: ledger)
 
         let r2 = try ferry(Array(args.dropFirst()) + ["--resume"])
         try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
                          interruptedAt: done)
+    }
+
+    /// Interrupts a local copy of `src` to `dst` after a few checkpoints.
+    private func interruptLocal(_ dst: String) throws -> [String] {
+        // The ledger exists before the copy starts, so polling it never races its creation
+        // (LedgerConcurrencyTests covers that on its own).
+        let tiny = scratch.file("tiny")
+        try writeRandom(tiny, size: 1000, seed: 1)
+        _ = try copy(tiny, scratch.file("tiny.copy"))
+        let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
+        let first = try start(args, in: scratch)
+        kill(first.pid, SIGSTOP)
+        _ = try waitForCheckpoint(ledger, role: "destination", chunks: Self.interruptAfter, process: first) {
+            kill(first.pid, SIGCONT)
+            usleep(3_000)
+            kill(first.pid, SIGSTOP)
+        }
+        kill(first.pid, SIGKILL)
+        XCTAssertTrue(first.wait().signaled)
+        return Array(args.dropFirst())
+    }
+
+    func testResumeRefusesASourceThatGrew() throws {
+        let dst = scratch.file("dst.raw")
+        let args = try interruptLocal(dst)
+        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: src))
+        try fh.seekToEnd()
+        try fh.write(contentsOf: Data(repeating: 1, count: 4096))
+        try fh.close()
+        let before = readAll(dst)
+        let r = try ferry(args + ["--resume"])
+        assertRefusal(r, status: 5, mentions: [src])
+        XCTAssertEqual(readAll(dst), before, "a refused resume changed the destination")
+    }
+
+    func testResumeRefusesADestinationThatChanged() throws {
+        let dst = scratch.file("dst.raw")
+        let args = try interruptLocal(dst)
+        // Damage the destination's last checkpointed chunk, which resume re-reads before trusting it.
+        let record = try XCTUnwrap(try ledgerImages(ledger).first { $0.role == "destination" && !$0.complete })
+        try flipByte(dst, at: UInt64(record.checkpointChunks - 1) * UInt64(Self.chunk) + 5)
+        let r = try ferry(args + ["--resume"])
+        assertRefusal(r, status: 5, mentions: [dst])
     }
 
     func testResumeWithNothingToResumeCopiesAfresh() throws {

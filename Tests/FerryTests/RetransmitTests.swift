@@ -51,6 +51,23 @@ final class RetransmitTests: FerryTestCase {
         XCTAssertEqual(r.retransmissions, 2)
     }
 
+    func testDamagedChunkFromAStreamFailsCleanly() throws {
+        // A pipe cannot be read again: the copy must fail and the far record stay incomplete.
+        let src = scratch.file("src.raw")
+        let far = scratch.file("far.raw")
+        try writeRandom(src, size: 8 << 20, seed: 81)
+        let cmd = "cat \(shq(src)) | \(shq(TestPaths.ferry)) copy - localhost:\(far) --progress none --json --ledger \(shq(ledger)) "
+            + remoteOptions(relayShell(["--flip-up", "3000000"])).map(shq).joined(separator: " ")
+        let r = try sh(cmd, in: scratch)
+        XCTAssertEqual(r.status, 7, r.summary)
+        XCTAssertTrue(r.errLines.last?.hasPrefix("ferry: ") ?? false, r.summary)
+        XCTAssertTrue(r.stderr.contains("stream"), "the message should say the source cannot be re-read: " + r.summary)
+        let records = try ledgerImages(farLedger).filter { $0.path == far }
+        XCTAssertEqual(records.map(\.complete), [false], "the far record of a failed copy")
+        let v = try ferry(["verify", far, "--progress", "none", "--ledger", farLedger])
+        XCTAssertEqual(v.status, 3, v.summary)
+    }
+
     func testCompressedPushThroughADamagingLink() throws {
         let src = scratch.file("src.raw")
         let far = scratch.file("far.raw")
