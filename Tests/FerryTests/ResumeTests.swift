@@ -38,9 +38,8 @@ final class ResumeTests: FerryTestCase {
                 throw XCTSkip("not interrupted")
             }
             let images = exists(ledgerPath) ? try ledgerImages(ledgerPath) : []
-            if let i = images.first(where: { $0.role == role && !$0.complete }), i.checkpointChunks >= chunks {
-                return i.checkpointChunks
-            }
+            let reached = images.filter { $0.role == role && !$0.complete }.map(\.checkpointChunks).max() ?? 0
+            if reached >= chunks { return reached }
             if let step { step() } else { usleep(10_000) }
         }
         process.signal(SIGKILL)
@@ -138,7 +137,9 @@ final class ResumeTests: FerryTestCase {
 
     private enum Victim { case transport, farServe }
 
-    private func interruptedRemote(push: Bool, kill victim: Victim) throws {
+    /// Interrupts a remote copy `times` times (each later run with --resume), then resumes it to
+    /// the end and compares it with an uninterrupted copy.
+    private func interruptedRemote(push: Bool, kill victim: Victim, times: Int = 1) throws {
         let reference = try remoteReference(push: push)
         let far = scratch.file("far.raw")
         let local = scratch.file("local.raw")
@@ -149,20 +150,26 @@ final class ResumeTests: FerryTestCase {
         let args = [TestPaths.ferry, "copy", from, to, "--progress", "none", "--json", "--ledger", ledger]
             + remoteOptions(rsh) + Self.options
 
-        let first = try start(args, in: scratch)
-        // The checkpoint is recorded by the client when the destination reports it durable.
-        let done = try waitForCheckpoint(ledger, role: push ? "source" : "destination", chunks: Self.interruptAfter, process: first)
-        let pids = try readPids(pidfile)
-        kill(victim == .transport ? pids.relay : pids.serve, SIGKILL)
-        let r1 = first.wait(timeout: 120)
-        XCTAssertFalse(r1.signaled, r1.summary)
-        XCTAssertNotEqual(r1.status, 0, "the interrupted copy reported success: " + r1.summary)
-        XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
-        XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: ") ?? false, r1.summary)
-        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
-        try checkNotVouchedFor(dst, ledger: push ? farLedger : ledger)
-        // Let the far side notice and stop (it may still be writing when the client gives up).
-        for _ in 0..<500 where isAlive(pids.serve) { usleep(10_000) }
+        var threshold = Self.interruptAfter
+        var done = 0
+        for attempt in 0..<times {
+            try? FileManager.default.removeItem(atPath: pidfile)
+            let run = try start(attempt == 0 ? args : args + ["--resume"], in: scratch)
+            // The checkpoint is recorded by the client when the destination reports it durable.
+            done = try waitForCheckpoint(ledger, role: push ? "source" : "destination", chunks: threshold, process: run)
+            let pids = try readPids(pidfile)
+            kill(victim == .transport ? pids.relay : pids.serve, SIGKILL)
+            let r1 = run.wait(timeout: 120)
+            XCTAssertFalse(r1.signaled, r1.summary)
+            XCTAssertNotEqual(r1.status, 0, "interruption \(attempt + 1): the copy reported success: " + r1.summary)
+            XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
+            XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: ") ?? false, r1.summary)
+            XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+            try checkNotVouchedFor(dst, ledger: push ? farLedger : ledger)
+            // Let the far side notice and stop (it may still be writing when the client gives up).
+            for _ in 0..<500 where isAlive(pids.serve) { usleep(10_000) }
+            threshold = done + 4 * Self.perCheckpoint
+        }
 
         try? FileManager.default.removeItem(atPath: pidfile)
         let r2 = try ferry(Array(args.dropFirst()) + ["--resume"], timeout: 180)
@@ -176,6 +183,10 @@ final class ResumeTests: FerryTestCase {
 
     func testPushResumesAfterFarServeIsKilled() throws {
         try interruptedRemote(push: true, kill: .farServe)
+    }
+
+    func testPushResumesAfterTwoInterruptions() throws {
+        try interruptedRemote(push: true, kill: .transport, times: 2)
     }
 
     func testPullResumesAfterTransportIsKilled() throws {
