@@ -73,8 +73,31 @@ public final class Ledger {
     }
 
     private func migrate() throws {
+        // The three header reads must see one snapshot: another process may be creating the
+        // ledger right now.
+        try db.transaction { try checkOwnership() }
+        // Several ferry processes may open a new ledger at once: switching to WAL takes an
+        // exclusive lock that SQLite's busy handler does not wait for, so wait here.
+        try retryingBusy { try db.execute("PRAGMA journal_mode=WAL") }
+        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA foreign_keys=ON")
+        // One process migrates; the others find the work done when their turn comes.
+        try db.transaction {
+            try checkOwnership()
+            var version = try scalar("PRAGMA user_version")
+            while version < Schema.version {
+                try db.execute(Schema.migrations[Int(version)])
+                version += 1
+                try db.execute("PRAGMA user_version=\(version)")
+                try db.execute("PRAGMA application_id=\(Schema.applicationID)")
+            }
+        }
+    }
+
+    /// Refuses a database that is not a ferry ledger, or one newer than this ferry.
+    private func checkOwnership() throws {
         let appID = try scalar("PRAGMA application_id")
-        var version = try scalar("PRAGMA user_version")
+        let version = try scalar("PRAGMA user_version")
         let tables = try scalar("SELECT count(*) FROM sqlite_master")
         if appID != Schema.applicationID && (appID != 0 || version != 0 || tables != 0) {
             throw FerryError(.ledger, "\(path) is an SQLite database but not a ferry ledger",
@@ -84,17 +107,17 @@ public final class Ledger {
             throw FerryError(.ledger, "ledger \(path) has schema version \(version), newer than this ferry knows (\(Schema.version))",
                              hint: "upgrade ferry on this host; the ledger was left unchanged")
         }
-        try db.execute("PRAGMA journal_mode=WAL")
-        try db.execute("PRAGMA synchronous=FULL")
-        try db.execute("PRAGMA foreign_keys=ON")
-        while version < Schema.version {
-            let step = Schema.migrations[Int(version)]
-            try db.transaction {
-                try db.execute(step)
-                try db.execute("PRAGMA user_version=\(version + 1)")
-                try db.execute("PRAGMA application_id=\(Schema.applicationID)")
+    }
+
+    private func retryingBusy(_ body: () throws -> Void) throws {
+        let deadline = monotonicSeconds() + 15
+        while true {
+            do {
+                return try body()
+            } catch let e as FerryError where e.message.contains("locked") || e.message.contains("busy") {
+                if monotonicSeconds() > deadline { throw e }
+                usleep(20_000)
             }
-            version += 1
         }
     }
 

@@ -47,7 +47,8 @@ final class SQLiteConnection {
         let rc = sqlite3_exec(handle, sql, nil, nil, &err)
         if rc != SQLITE_OK {
             sqlite3_free(err)
-            throw error(rc, sql.prefix(60).description)
+            // Name the statement by its first line only: a migration is many lines long.
+            throw error(rc, String(sql.split(separator: "\n").first ?? ""))
         }
     }
 
