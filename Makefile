@@ -35,7 +35,8 @@ build: deps
 	$(SWIFT) build -c release
 
 test: test-deps build
-	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release
+	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release --disable-swift-testing 2>&1 | tee .build/test.log
+	@sh scripts/test-summary.sh .build/test.log
 
 demo: build
 	@sh scripts/demo.sh $(CURDIR)/$(BIN)

@@ -36,6 +36,16 @@ public enum Server {
         }
     }
 
+    /// Resume: this end's unfinished record of the transfer, and the newest checkpoint that
+    /// both ends hold (the client listed its own in the request).
+    static func resumePoint(_ request: Request, role: ImageRole, ledger: Ledger) throws -> (ImageRecord, Int)? {
+        guard request.resume,
+              let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == role && !$0.complete })
+        else { return nil }
+        let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
+        return n > 0 ? (prior, n) : nil
+    }
+
     /// Push: write the image at `request.path` from the client's chunk frames.
     static func receive(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ChunkGeometry.validate(request.chunkSize)
@@ -43,12 +53,9 @@ public enum Server {
         try dest.open(expectedSize: request.size, source: nil)
         var start = 0
         var hasher = SHA256Hasher()
-        if request.resume, let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == .destination && !$0.complete }) {
-            let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
-            if n > 0 {
-                hasher = try dest.resume(ledger: ledger, image: prior, at: n)
-                start = n
-            }
+        if let (prior, n) = try resumePoint(request, role: .destination, ledger: ledger) {
+            hasher = try dest.resume(ledger: ledger, image: prior, at: n)
+            start = n
         }
         var ready = Ready(host: ledger.host, ledger: ledger.path)
         ready.resumeFrom = start
@@ -75,12 +82,9 @@ public enum Server {
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs)
         var start = 0
         var hasher = SHA256Hasher()
-        if request.resume, let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == .source && !$0.complete }) {
-            let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
-            if n > 0 {
-                hasher = try source.resume(ledger: ledger, image: prior, at: n)
-                start = n
-            }
+        if let (prior, n) = try resumePoint(request, role: .source, ledger: ledger) {
+            hasher = try source.resume(ledger: ledger, image: prior, at: n)
+            start = n
         }
         if start == 0 { try source.register(in: ledger, transferId: request.transferId, peer: request.peer) }
         var ready = Ready(host: ledger.host, ledger: ledger.path)
