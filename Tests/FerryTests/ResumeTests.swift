@@ -79,6 +79,10 @@ final class ResumeTests: FerryTestCase {
         XCTAssertGreaterThan(from, 0, file: file, line: line)
         XCTAssertEqual(from % Self.perCheckpoint, 0, "resumed at \(from), not at a checkpoint", file: file, line: line)
         XCTAssertLessThanOrEqual(from, interruptedAt + 3 * Self.perCheckpoint, "resumed past what was durable", file: file, line: line)
+        // At most one checkpoint interval before the last checkpoint seen is sent again (the
+        // sending end records a checkpoint just before the receiving end does).
+        XCTAssertGreaterThanOrEqual(from, interruptedAt - Self.perCheckpoint, "resumed further back than one checkpoint interval",
+                                    file: file, line: line)
         XCTAssertLessThan(from, chunkCount, file: file, line: line)
 
         XCTAssertTrue(try sameBytes(src, dst, in: scratch), "the resumed destination differs from the source", file: file, line: line)
