@@ -229,8 +229,10 @@ public final class ImageFile {
             if n == 0 { break }
             done += min(n, count - done)
         }
-        if mode == .buffered && done > 0 {
-            _ = csys_fadvise(bufferedFD, Int64(offset), Int64(done), 2)
+        // Drop what was read from the cache, also in direct mode: some file systems (ext4 with
+        // data=journal, for one) accept O_DIRECT and quietly serve it through the page cache.
+        if done > 0 {
+            _ = csys_fadvise(mode == .buffered ? bufferedFD : fd, Int64(offset), Int64(done), 2)
         }
         return done
     }
@@ -363,6 +365,8 @@ public final class ImageFile {
         guard fdatasync(fd) == 0 else {
             throw FerryError.syscall("fdatasync", path: path, hint: "the data may not be on the medium; do not trust this copy")
         }
+        // Clean pages a quietly-buffered "O_DIRECT" left behind go too.
+        _ = csys_fadvise(fd, 0, 0, 2)
         if bufferedFD >= 0 {
             guard fdatasync(bufferedFD) == 0 else { throw FerryError.syscall("fdatasync", path: path) }
             _ = csys_fadvise(bufferedFD, 0, 0, 2)

@@ -23,8 +23,9 @@ public enum Verifier {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
         let run = try ledger.startRun(image: record.id, kind: "verify")
-        // Without O_DIRECT, drop what the cache holds first so the reads come from the medium.
-        if file.mode != .direct { file.dropCache() }
+        // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
+        // O_DIRECT and still serve from the cache), so every byte compared comes from the medium.
+        file.dropCache()
         let actualSize = file.size ?? 0
         var sizeChanged = false
         if actualSize < expectedSize || (file.kind == .file && actualSize != expectedSize) { sizeChanged = true }
@@ -66,7 +67,7 @@ public enum Verifier {
                 corrupt.append(i)
                 continue
             }
-            if file.mode != .direct { file.dropCache() }
+            file.dropCache()
             do {
                 let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
                 bytesRead += UInt64(n)

@@ -71,7 +71,7 @@ public final class RepairTarget {
 
         /// Reads chunk `index` from the medium (not the cache); returns the bytes it had.
         func readBack(_ index: Int) throws -> Int {
-            if !reader.isDirect { reader.dropCache() }
+            reader.dropCache()
             let n = try reader.read(into: chunkBuf.pointer, count: geometry.length(of: index), at: geometry.offset(of: index))
             reread += UInt64(n)
             return n

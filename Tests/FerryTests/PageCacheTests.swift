@@ -1,0 +1,96 @@
+import Foundation
+import XCTest
+
+/// ferry must not flood the page cache with the images it moves, and a verify must read the
+/// medium, not the cache. The strongest form of the second: rot the bytes *under* a mounted file
+/// system (in the loop device's backing file) while the file's pages in the cache still hold the
+/// good data; a verify that read the cache would say "OK". Needs root for loop mounts.
+final class PageCacheTests: FerryTestCase {
+    private var mounts: [String] = []
+    private var devices: [String] = []
+
+    override func tearDownWithError() throws {
+        for m in mounts.reversed() { _ = try? runProcess(["/usr/bin/env", "umount", m], in: scratch) }
+        for d in devices.reversed() { _ = try? runProcess(["/usr/bin/env", "losetup", "-d", d], in: scratch) }
+        (mounts, devices) = ([], [])
+        try super.tearDownWithError()
+    }
+
+    /// Bytes of `path` resident in the page cache (util-linux fincore).
+    private func resident(_ path: String) throws -> UInt64 {
+        let r = try runProcess(["/usr/bin/env", "fincore", "--bytes", "--noheadings", "--output", "RES", path], in: scratch)
+        guard r.status == 0 else { try skipUnlessRequired("fincore is not available: \(r.summary)") }
+        return UInt64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max
+    }
+
+    func testCopyAndVerifyLeaveTheImagesOutOfThePageCache() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeImage(src, mixedRegions(mib: 64), seed: 41)
+        // The test just wrote the source, so it starts fully cached: ferry drops it behind itself.
+        _ = try copy(src, dst)
+        XCTAssertLessThanOrEqual(try resident(src), 1 << 20, "the source stayed in the page cache")
+        XCTAssertLessThanOrEqual(try resident(dst), 1 << 20, "the destination stayed in the page cache")
+        let (v, report) = try verify(dst)
+        XCTAssertEqual(v.status, 0, v.summary)
+        XCTAssertEqual(report?.readMode, "direct")
+        XCTAssertLessThanOrEqual(try resident(dst), 1 << 20, "verify left the image in the page cache")
+    }
+
+    /// Mounts a fresh ext4 (options `options`) on a loop device over a backing file.
+    private func mountExt4(_ options: String) throws -> (backing: String, mountPoint: String) {
+        let backing = scratch.file("fs-\(options).img")
+        let mnt = scratch.file("mnt-\(options)")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        XCTAssertEqual(try sh("truncate -s 64M \(shq(backing)) && mkfs.ext4 -q -F \(shq(backing))", in: scratch).status, 0)
+        let dev = try runProcess(["/usr/bin/env", "losetup", "-f", "--show", backing], in: scratch)
+        let name = dev.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard dev.status == 0, name.hasPrefix("/dev/") else { try skipUnlessRequired("cannot attach a loop device: \(dev.summary)") }
+        devices.append(name)
+        let m = try runProcess(["/usr/bin/env", "mount", "-o", options, name, mnt], in: scratch)
+        guard m.status == 0 else { try skipUnlessRequired("cannot mount ext4 (\(options)): \(m.summary)") }
+        mounts.append(mnt)
+        return (backing, mnt)
+    }
+
+    /// The byte offset in the file system's backing file of the file's first data block.
+    private func physicalOffset(_ path: String) throws -> UInt64 {
+        // In 512-byte units: exact whatever the file system's block size (a small ext4 uses 1K).
+        let r = try runProcess(["/usr/bin/env", "filefrag", "-v", "-b512", path], in: scratch)
+        // Extent rows look like "   0:        0..    8191:      20482..     28673:   8192:   last,eof".
+        for line in r.out.split(separator: "\n") {
+            let cols = line.split(separator: ":").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cols.count >= 3, cols[0] == "0", let start = cols[2].split(separator: ".").first, let block = UInt64(start) {
+                return block * 512
+            }
+        }
+        XCTFail("no extent in filefrag output: \(r.summary)")
+        throw XCTSkip("no extent")
+    }
+
+    private func rotUnderTheCache(options: String) throws {
+        let (backing, mnt) = try mountExt4(options)
+        let src = scratch.file("src.raw")
+        try writeRandom(src, size: 4 << 20, seed: 42)
+        let dst = mnt + "/disk.raw"
+        _ = try copy(src, dst)
+        XCTAssertEqual(try verify(dst).0.status, 0)
+        // Cache the good bytes, then damage the medium beneath the file system.
+        XCTAssertEqual(try sh("cat \(shq(dst)) > /dev/null", in: scratch).status, 0)
+        let at = try physicalOffset(dst) + 100
+        try flipByte(backing, at: at)
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch), "the test expected the stale good pages to be cached")
+
+        let (v, report) = try verify(dst)
+        XCTAssertEqual(v.status, 1, "verify said OK for bytes that are bad on the medium: " + v.summary)
+        XCTAssertEqual(report?.badRanges, [BadRangeJSON(offset: 0, length: 1 << 20, firstChunk: 0, lastChunk: 0)])
+    }
+
+    func testVerifyReadsTheMediumNotTheCache() throws {
+        try rotUnderTheCache(options: "data=ordered")
+    }
+
+    /// ext4 with data=journal accepts O_DIRECT and quietly serves it from the page cache.
+    func testVerifyReadsTheMediumOnAFileSystemThatBuffersODirect() throws {
+        try rotUnderTheCache(options: "data=journal")
+    }
+}
