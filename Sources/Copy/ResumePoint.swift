@@ -55,6 +55,7 @@ extension DestinationWriter {
     /// Re-attaches to an unfinished destination record at checkpoint `n`; returns the hash state.
     public func resume(ledger: Ledger, image: ImageRecord, at n: Int) throws -> SHA256Hasher {
         let reader = try ImageFile.openForReading(path, direct: true)
+        reader.dropCache()   // the check below must read the medium
         let geometry = ChunkGeometry(size: image.size ?? UInt64.max, chunkSize: image.chunkSize)
         let h = try Resume.restore(ledger: ledger, image: image, at: n, what: "destination") { i, buf in
             try reader.read(into: buf.pointer, count: geometry.length(of: i), at: geometry.offset(of: i))
