@@ -218,6 +218,23 @@ final class SSHTests: FerryTestCase {
         XCTAssertEqual(run?.findings.count, 2)
     }
 
+    /// The third story over real ssh: audit finds damage, resend repairs just it, audit is clean.
+    func testResendRepairsTheFarDestination() throws {
+        let src = scratch.file("disk.raw")
+        let far = scratch.file("far.raw")
+        try writeImage(src, mixedRegions(mib: 16), seed: 910)
+        _ = try copy(src, remote(far), sshOptions)
+        try flipByte(far, at: 2 * (1 << 20) + 5)
+        try flipByte(far, at: 14 * (1 << 20) + 4321)
+        let r = try ferry(["resend", "--verify", src, remote(far), "--json", "--progress", "none", "--ledger", ledger] + sshOptions)
+        XCTAssertEqual(r.status, 0, r.summary)
+        XCTAssertTrue(r.out.contains("\"repairedChunks\":2"), r.summary)
+        XCTAssertTrue(r.out.contains("\"bytesRead\":\(2 << 20)"), "the source read just the two bad chunks: " + r.summary)
+        let after = try ferry(["verify", remote(far), "--progress", "none", "--ledger", ledger] + sshOptions)
+        XCTAssertEqual(after.status, 0, after.summary)
+        XCTAssertEqual(try sha256sum(far, in: scratch), try sha256sum(src, in: scratch))
+    }
+
     func testUnreachableHost() throws {
         // A port nothing listens on: ssh fails, ferry says so with exit 7.
         let src = scratch.file("src")
