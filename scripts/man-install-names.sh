@@ -247,11 +247,11 @@ for page in $tops; do
     done
     defaults "$words"
     EXITNOTE=""
-    # serve is the one command outside the table: its exit status goes to a program, the client.
-    [ "$page" = ferry-serve ] && EXITNOTE='ferry serve exits 0 when it served its request and 1 when it
-failed. The client shows the far error prefixed with "remote:" and exits with the status that
+    # serve's status goes to a program, the client, which reports the far error itself.
+    [ "$page" = ferry-serve ] && EXITNOTE='ferry serve exits 0 when it served its request, else with the status
 .Xr ferry 1
-lists for that error.'
+lists for the error that ended its session. The client shows that error prefixed with
+"remote:" and exits with the same status.'
     export EXITNOTE
     awk -v mode=page -v name="$page" -v cmd="ferry${words:+ $words}" -v deff="$TMP/defaults" \
         -v exitf="$TMP/exit" -v subf="$TMP/subs" -v synf="$TMP/syn" -v seealso="$tops" \
