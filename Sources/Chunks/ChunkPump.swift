@@ -173,7 +173,7 @@ public final class ChunkPump {
                     slot.hashed.signal()
                 }
             }
-            let isCheckpoint = checkpointEvery.map { (slot.index + 1) % $0 == 0 } ?? false
+            let isCheckpoint = checkpointEvery.map { $0 > 0 && (slot.index + 1) % $0 == 0 } ?? false
             if wantWhole {
                 wholeQueue.async {
                     shared.whole!.update(slot.buffer.pointer, slot.length)

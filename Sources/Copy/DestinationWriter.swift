@@ -36,6 +36,12 @@ public final class DestinationWriter {
     /// Opens the destination and checks it, without changing a byte. Refuses a directory, a
     /// mounted or busy block device, a block device smaller than `expectedSize`, and the source.
     public func open(expectedSize: UInt64?, source: ImageFile?) throws {
+        // Already open (a pull checks before and after the far side names the size): check the
+        // size again; a second O_EXCL open of a block device would refuse our own claim.
+        if let file {
+            try checkFits(file, expectedSize)
+            return
+        }
         // A file that does not exist yet is created by `beginFresh`, not here: a copy that
         // fails before its first chunk (a refused source, an incompatible peer) leaves nothing.
         if path != "-" && access(path, F_OK) != 0 {

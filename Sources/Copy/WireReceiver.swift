@@ -28,10 +28,17 @@ public final class WireReceiver {
     private var zeroCache: [Int: Digest] = [:]
 
     public static let maxAttempts = 3
-    static let maxStash = 64
+    /// Chunks that arrived ahead of a damaged one are held in memory, up to this many bytes.
+    static let maxStashBytes = 64 << 20
+    var maxStash: Int { max(2, Self.maxStashBytes / destination.chunkSize) }
+    /// The image size the sender announced, when it knew it (nil: a stream source).
+    let expectedSize: UInt64?
+    /// Index of a short chunk seen so far: only the last chunk may be short.
+    private var shortChunk: Int?
 
     public init(connection: Connection, destination: DestinationWriter, ledger: Ledger, checkpointEvery: Int,
-                beforeFirstWrite: (() throws -> Void)?, log: @escaping (String) -> Void) {
+                expectedSize: UInt64?, beforeFirstWrite: (() throws -> Void)?, log: @escaping (String) -> Void) {
+        self.expectedSize = expectedSize
         self.connection = connection
         self.destination = destination
         self.ledger = ledger
@@ -76,18 +83,16 @@ public final class WireReceiver {
             }
             switch try connection.receive() {
             case .chunk(let header, let payloadLength):
-                let index = Int(header.index)
+                let index = try chunkIndex(header.index, what: "chunk index")
                 let raw = Int(header.rawLength)
-                guard raw <= destination.chunkSize, raw > 0 else {
-                    throw FerryError(.wire, "chunk frame \(index) claims \(raw) bytes; the chunk size is \(destination.chunkSize)")
-                }
+                try checkShape(index: index, raw: raw)
                 if index < want {
                     try discard(payloadLength)   // a late duplicate
                     continue
                 }
                 if index > want {
-                    guard stash.count < Self.maxStash else {
-                        throw FerryError(.wire, "\(connection.peerName) ran \(Self.maxStash) chunks ahead of a damaged chunk \(want) without re-sending it")
+                    guard stash.count < maxStash else {
+                        throw FerryError(.wire, "\(connection.peerName) ran \(maxStash) chunks ahead of a damaged chunk \(want) without re-sending it")
                     }
                     let tmp = AlignedBuffer(capacity: destination.chunkSize)
                     try readPayload(header, payloadLength, into: tmp)
@@ -97,12 +102,16 @@ public final class WireReceiver {
                 try readPayload(header, payloadLength, into: slot.buffer)
                 if try accept(header, slot: slot, length: raw, pump: pump) { return raw }
             case .control(.checkpointAck, let body):
-                let n = Int(try U64Body.decode(body))
+                let n = try chunkIndex(U64Body.decode(body), what: "checkpoint")
                 if let id = destination.imageId {
                     try ledger.checkpoint(image: id, chunks: n, state: states.take(n)?.savedState)
                 }
             case .control(.end, let body):
-                end = try JSONBody.decode(End.self, body, what: "end")
+                let e = try JSONBody.decode(End.self, body, what: "end")
+                if let expectedSize, e.size != expectedSize {
+                    throw FerryError(.wire, "\(connection.peerName) ended after \(e.size) bytes of an image it announced as \(expectedSize)")
+                }
+                end = e
             case .control(.log, let body):
                 log(String(decoding: body, as: UTF8.self))
             case .control(.error, let body):
@@ -110,6 +119,26 @@ public final class WireReceiver {
             case .control(let t, _):
                 throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during the copy")
             }
+        }
+    }
+
+    /// A chunk frame must describe a chunk of the announced image: inside it, and exactly as
+    /// long as that chunk (a stream's chunks are full but for the last).
+    private func checkShape(index: Int, raw: Int) throws {
+        let chunkSize = destination.chunkSize
+        guard raw > 0, raw <= chunkSize else {
+            throw FerryError(.wire, "chunk frame \(index) claims \(raw) bytes; the chunk size is \(chunkSize)")
+        }
+        if let expectedSize {
+            let g = ChunkGeometry(size: expectedSize, chunkSize: chunkSize)
+            guard index < g.count, raw == g.length(of: index) else {
+                throw FerryError(.wire, "chunk frame \(index) (\(raw) bytes) does not fit the announced \(expectedSize)-byte image")
+            }
+        } else if raw < chunkSize || (shortChunk.map { index > $0 } ?? false) {
+            if let short = shortChunk, index != short {
+                throw FerryError(.wire, "chunk \(index) follows the short chunk \(short), which must be the last")
+            }
+            if raw < chunkSize { shortChunk = index }
         }
     }
 

@@ -96,13 +96,13 @@ public final class WireSender {
                 switch try connection.receive() {
                 case .control(.checkpoint, let body):
                     // The receiver made chunks [0, n) durable: record it here, then let it record.
-                    let n = Int(try U64Body.decode(body))
+                    let n = try chunkIndex(U64Body.decode(body), what: "checkpoint")
                     let state = states.take(n)
                     try source.flush()
                     if let id = source.imageId { try ledger.checkpoint(image: id, chunks: n, state: state?.savedState) }
                     try connection.send(.checkpointAck, U64Body.encode(UInt64(n)))
                 case .control(.retransmit, let body):
-                    let index = Int(try U64Body.decode(body))
+                    let index = try chunkIndex(U64Body.decode(body), what: "chunk index")
                     try resend(index, buffer)
                 case .control(.result, let body):
                     lock.locked { peerResult = body }

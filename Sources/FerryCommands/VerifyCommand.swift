@@ -85,6 +85,9 @@ struct VerifyCommand: ParsableCommand {
         if r.sizeChanged {
             lines.append("size changed: recorded \(r.expectedSize) bytes, found \(r.actualSize ?? 0)")
         }
+        if !r.unreadableChunks.isEmpty {
+            lines.append("unreadable: the medium returned errors for chunks \(r.unreadableChunks.map(String.init).joined(separator: ", ")) (check the disk: dmesg, smartctl)")
+        }
         for b in r.badRanges {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")

@@ -127,7 +127,8 @@ public enum RemoteCopy {
             }
         }
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger,
-                                    checkpointEvery: options.checkpointEvery, beforeFirstWrite: begin, log: Session.remoteLog)
+                                    checkpointEvery: options.checkpointEvery, expectedSize: ready.size,
+                                    beforeFirstWrite: begin, log: Session.remoteLog)
         let result = try resumable { try receiver.run(startIndex: start, hasher: hasher, progress: progress) }
         let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result,
                                            start: start, transferId: transferId)

@@ -16,6 +16,7 @@ public enum Server {
         do {
             _ = try Handshake.run(conn, hello: Session.hello(), log: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
             let request = try JSONBody.decode(Request.self, try conn.expect(.request, log: { _ in }), what: "request")
+            try validate(request)
             let ledger = try Ledger(path: request.ledger ?? Ledger.defaultPath(environment: environment))
             switch request.operation {
             case .receive: try receive(request, conn: conn, ledger: ledger, log: log)
@@ -33,6 +34,24 @@ public enum Server {
             let e = FerryError(.remote, "\(error)")
             conn.sendError(e)
             return e
+        }
+    }
+
+    /// Numbers from the client are checked before anything divides or loops by them.
+    static func validate(_ r: Request) throws {
+        func subBlockOK(_ n: Int) -> Bool { n >= 4096 && n % 4096 == 0 && n <= ChunkGeometry.maxChunkSize }
+        switch r.operation {
+        case .receive, .send:
+            try ChunkGeometry.validate(r.chunkSize)
+            guard r.checkpointEvery >= 1 else { throw FerryError(.wire, "the request's checkpoint interval is \(r.checkpointEvery)") }
+        case .resendReceive:
+            guard subBlockOK(r.subBlockSize) else { throw FerryError(.wire, "the request's sub-block size is \(r.subBlockSize)") }
+        case .resendSend:
+            guard let plan = r.plan else { throw FerryError(.wire, "resend request without a plan") }
+            try ChunkGeometry.validate(plan.chunkSize)
+            guard subBlockOK(plan.subBlockSize) else { throw FerryError(.wire, "the plan's sub-block size is \(plan.subBlockSize)") }
+        case .verify:
+            break
         }
     }
 
@@ -69,7 +88,7 @@ public enum Server {
             try dest.register(in: ledger, size: request.size, transferId: request.transferId, peer: request.peer, options: nil)
         }
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger, checkpointEvery: request.checkpointEvery,
-                                    beforeFirstWrite: begin, log: log)
+                                    expectedSize: request.size, beforeFirstWrite: begin, log: log)
         let result = try receiver.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
         let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result, start: start,
                                            transferId: request.transferId)

@@ -43,7 +43,10 @@ public enum Verifier {
             do {
                 let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
                 bytesRead += UInt64(n)
-                if n < avail { unreadable.insert(slot.index) }
+                if n < avail {
+                    unreadable.insert(slot.index)
+                    memset(slot.buffer.pointer + n, 0, avail - n)
+                }
             } catch let e as FerryError where e.code == .io {
                 unreadable.insert(slot.index)
                 memset(slot.buffer.pointer, 0, want)
@@ -81,9 +84,12 @@ public enum Verifier {
                 corrupt.append(i)
             }
         }
+        // A chunk the medium did not return is bad, even when the zeros standing in for it happen
+        // to hash like the recorded chunk (a zero chunk): it was not read, so it is not vouched for.
+        for i in unreadable where !corrupt.contains(i) { corrupt.append(i) }
         // Chunks past the end of a shrunken image were not there to read: all bad.
         if readableChunks < count { corrupt.append(contentsOf: readableChunks..<count) }
-        corrupt.sort()
+        corrupt = Array(Set(corrupt)).sorted()
 
         let ranges = BadRange.coalesce(corrupt, geometry: geometry)
         var findings = ranges.map { r in

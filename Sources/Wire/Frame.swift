@@ -75,6 +75,13 @@ extension UnsafeRawBufferPointer {
     }
 }
 
+/// A chunk index or count from the peer, as an Int that cannot trap: at most 2^40 (a 64 KiB
+/// chunk size puts that at 64 EiB).
+public func chunkIndex(_ v: UInt64, what: String) throws -> Int {
+    guard v <= 1 << 40 else { throw FerryError(.wire, "the peer sent an impossible \(what) (\(v))") }
+    return Int(v)
+}
+
 /// A u64 body (retransmit, checkpoint, progress).
 public enum U64Body {
     public static func encode(_ v: UInt64) -> [UInt8] { var o = [UInt8](); o.appendBE(v); return o }

@@ -76,6 +76,20 @@ final class BlockDeviceTests: FerryTestCase {
         XCTAssertEqual(v?.sizeChanged, false)
     }
 
+    /// A pull onto a block device: the device is claimed once (O_EXCL) and kept for the copy.
+    func testPullOntoALoopDevice() throws {
+        let farFile = scratch.file("far.img")
+        let dstFile = scratch.file("dst.img")
+        try writeImage(farFile, mixedRegions(mib: 16), seed: 33)
+        try writeImage(dstFile, [.fill(0x22, 16 << 20)])
+        let dst = try attach(dstFile)
+        let report = try copy("localhost:" + farFile, dst, remoteOptions())
+        XCTAssertTrue(report.digestsMatch)
+        XCTAssertEqual(report.destination.sha256, try sha256sum(farFile, in: scratch))
+        XCTAssertEqual(readAll(dstFile).prefix(Int(fileSize(farFile))), readAll(farFile))
+        XCTAssertEqual(try verify(dst).0.status, 0)
+    }
+
     func testDestinationSmallerThanSourceIsRefused() throws {
         let srcFile = scratch.file("src.img")
         let dstFile = scratch.file("small.img")

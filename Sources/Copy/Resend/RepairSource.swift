@@ -47,7 +47,7 @@ public final class RepairSource {
             switch try connection.receive() {
             case .control(.subBlocks, let body):
                 let request = try SubBlockDigests.decode(body)
-                let index = Int(request.chunk)
+                let index = try chunkIndex(request.chunk, what: "chunk index")
                 guard let expected = reference[index], index < geometry.count else {
                     throw FerryError(.wire, "the destination asked for chunk \(index), which is not in the repair plan")
                 }

@@ -69,12 +69,31 @@ public final class RepairTarget {
         var outcomes: [ResendResult.ChunkOutcome] = []
         var reread: UInt64 = 0
 
-        /// Reads chunk `index` from the medium (not the cache); returns the bytes it had.
-        func readBack(_ index: Int) throws -> Int {
+        /// Reads chunk `index` from the medium (not the cache), one sub-block at a time so that a
+        /// bad sector costs only its sub-block: the hash of each sub-block, `.zero` (which never
+        /// equals a real hash) for one the medium did not return in full.
+        func subBlockDigests(_ index: Int) -> [Digest] {
             reader.dropCache()
-            let n = try reader.read(into: chunkBuf.pointer, count: geometry.length(of: index), at: geometry.offset(of: index))
+            let length = geometry.length(of: index)
+            var digests: [Digest] = []
+            var start = 0
+            while start < length {
+                let len = min(plan.subBlockSize, length - start)
+                let n = (try? reader.read(into: chunkBuf.pointer + start, count: len, at: geometry.offset(of: index) + UInt64(start))) ?? -1
+                reread += UInt64(max(n, 0))
+                digests.append(n == len ? Digest.sha256(chunkBuf.pointer + start, len) : .zero)
+                start += len
+            }
+            return digests
+        }
+
+        /// The whole chunk as the medium returns it now, or nil when it cannot be read in full.
+        func readBack(_ index: Int) -> Digest? {
+            reader.dropCache()
+            let length = geometry.length(of: index)
+            guard let n = try? reader.read(into: chunkBuf.pointer, count: length, at: geometry.offset(of: index)) else { return nil }
             reread += UInt64(n)
-            return n
+            return n == length ? Digest.sha256(chunkBuf.pointer, n) : nil
         }
 
         for planned in plan.chunks {
@@ -89,19 +108,13 @@ public final class RepairTarget {
             while attempts < Self.maxAttempts {
                 attempts += 1
                 // What the destination holds now, sub-block by sub-block.
-                let have = try readBack(index)
-                var digests: [Digest] = []
-                var start = 0
-                while start < length {
-                    let len = min(plan.subBlockSize, length - start)
-                    digests.append(start + len <= have ? Digest.sha256(chunkBuf.pointer + start, len) : .zero)
-                    start += len
-                }
+                let digests = subBlockDigests(index)
                 try connection.send(.subBlocks, SubBlockDigests(chunk: UInt64(index), blockSize: UInt32(plan.subBlockSize),
                                                                 digests: digests).encode())
+                var writeFailure: FerryError?
                 let supplied = try receiveBlocks(connection, index: index, chunkOffset: geometry.offset(of: index),
                                                  length: length, writer: writer, buffer: blockBuf, log: log,
-                                                 blocks: &blocks, written: &written)
+                                                 blocks: &blocks, written: &written, writeFailure: &writeFailure)
                 if supplied.status == .refused {
                     status = .refused
                     reason = supplied.reason
@@ -109,12 +122,19 @@ public final class RepairTarget {
                 }
                 let forced = supplied.sha256 != planned.sha256
                 if forced { want = Digest(hex: supplied.sha256) ?? .zero }
-                // Durable first, then read back from the medium and compare.
-                try writer.sync()
-                let n = try readBack(index)
-                if n == length && Digest.sha256(chunkBuf.pointer, n) == want {
+                // Durable first, then read back from the medium and compare. A medium that fails
+                // the write or the sync fails this attempt, not the whole repair.
+                do {
+                    if let writeFailure { throw writeFailure }
+                    try writer.sync()
+                } catch let e as FerryError where e.code == .io {
+                    log("chunk \(index): \(e.message)")
+                    reason = e.message
+                    continue
+                }
+                if readBack(index) == want {
                     status = forced ? .forced : .repaired
-                    if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, n)) }
+                    if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
                     break
                 }
                 log("chunk \(index) still reads back wrong after attempt \(attempts)")
@@ -157,13 +177,14 @@ public final class RepairTarget {
     /// Takes the source's sub-block frames for one chunk, checks each against its hash, writes
     /// it, until the source's `supplied` frame ends the chunk.
     private func receiveBlocks(_ connection: Connection, index: Int, chunkOffset: UInt64, length: Int, writer: DestinationWriter,
-                               buffer: AlignedBuffer, log: (String) -> Void, blocks: inout Int, written: inout UInt64) throws -> ChunkSupplied {
+                               buffer: AlignedBuffer, log: (String) -> Void, blocks: inout Int, written: inout UInt64,
+                               writeFailure: inout FerryError?) throws -> ChunkSupplied {
         while true {
             switch try connection.receive() {
             case .chunk(let h, let payloadLength):
                 let raw = Int(h.rawLength)
-                guard h.flags.contains(.partial), Int(h.index) == index, h.offset >= chunkOffset,
-                      h.offset + UInt64(raw) <= chunkOffset + UInt64(length), raw <= buffer.capacity else {
+                guard h.flags.contains(.partial), h.index == UInt64(index), h.offset >= chunkOffset, raw <= length,
+                      h.offset - chunkOffset <= UInt64(length - raw), raw <= buffer.capacity else {
                     throw FerryError(.wire, "\(connection.peerName) sent a sub-block outside chunk \(index)")
                 }
                 if h.flags.contains(.zero) {
@@ -178,9 +199,15 @@ public final class RepairTarget {
                     log("a sub-block of chunk \(index) arrived damaged; it will be asked for again")
                     continue
                 }
-                try writer.write(buffer.pointer, count: raw, at: h.offset, zero: h.flags.contains(.zero))
-                blocks += 1
-                written += UInt64(raw)
+                // A write the medium refuses is remembered; the chunk's frames are still read to
+                // their end so the conversation stays in step.
+                do {
+                    try writer.write(buffer.pointer, count: raw, at: h.offset, zero: h.flags.contains(.zero))
+                    blocks += 1
+                    written += UInt64(raw)
+                } catch let e as FerryError where e.code == .io {
+                    writeFailure = e
+                }
             case .control(.supplied, let body):
                 let s = try JSONBody.decode(ChunkSupplied.self, body, what: "supplied")
                 guard s.chunk == index else { throw FerryError(.wire, "\(connection.peerName) ended chunk \(s.chunk) while \(index) was open") }
