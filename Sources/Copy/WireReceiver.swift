@@ -112,12 +112,8 @@ public final class WireReceiver {
                     throw FerryError(.wire, "\(connection.peerName) ended after \(e.size) bytes of an image it announced as \(expectedSize)")
                 }
                 end = e
-            case .control(.log, let body):
-                log(String(decoding: body, as: UTF8.self))
-            case .control(.error, let body):
-                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
-            case .control(let t, _):
-                throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during the copy")
+            case .control(let t, let body):
+                try connection.other(t, body, during: "the copy", log: log)
             }
         }
     }

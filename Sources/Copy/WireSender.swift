@@ -107,12 +107,8 @@ public final class WireSender {
                 case .control(.result, let body):
                     lock.locked { peerResult = body }
                     return
-                case .control(.log, let body):
-                    log(String(decoding: body, as: UTF8.self))
-                case .control(.error, let body):
-                    throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
-                case .control(let t, _):
-                    throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during the copy")
+                case .control(let t, let body):
+                    try connection.other(t, body, during: "the copy", log: log)
                 case .chunk:
                     throw FerryError(.wire, "\(connection.peerName) sent a chunk frame to the sending end")
                 }

@@ -50,6 +50,7 @@ public enum RemoteResend {
                                     bytesSent: 0, verify: verify, seconds: monotonicSeconds() - started)
             }
             let supplier = try RepairSource(connection: conn, path: src, plan: ready.plan, ledger: ledger, force: force)
+            supplier.log = Session.remoteLog
             let result = try supplier.serve()
             return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: result,
                                 bytesRead: supplier.bytesRead, bytesSent: conn.bytesSent, verify: verify,

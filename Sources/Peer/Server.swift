@@ -161,9 +161,8 @@ public enum RemoteVerify {
                 var report = try JSONBody.decode(VerifyReport.self, body, what: "verify result")
                 report.host = host
                 return report
-            case .control(.log, let body): Session.remoteLog(String(decoding: body, as: UTF8.self))
-            case .control(.error, let body): throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
-            default: throw FerryError(.wire, "\(conn.peerName) sent an unexpected frame during verify")
+            case .control(let t, let body): try conn.other(t, body, during: "verify", log: Session.remoteLog)
+            case .chunk: throw FerryError(.wire, "\(conn.peerName) sent a chunk frame during verify")
             }
         }
     }

@@ -161,18 +161,24 @@ public final class Connection {
 
     public func sendError(_ e: FerryError) { try? send(.error, JSONBody.encode(WireError(e))) }
 
+    /// A control frame the conversation did not ask for: a log line is shown, an error frame
+    /// becomes the far side's error, anything else is a protocol error.
+    public func other(_ type: FrameType, _ body: [UInt8], during what: String, log: (String) -> Void) throws {
+        switch type {
+        case .log: log(String(decoding: body, as: UTF8.self))
+        case .error: throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
+        default: throw FerryError(.wire, "\(peerName) sent an unexpected \(type) frame during \(what)")
+        }
+    }
+
     /// Receives the next control frame, showing log frames and turning error frames into errors.
     public func expect(_ type: FrameType, log: (String) -> Void) throws -> [UInt8] {
         while true {
             switch try receive() {
-            case .control(.log, let body):
-                log(String(decoding: body, as: UTF8.self))
-            case .control(.error, let body):
-                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
             case .control(let t, let body) where t == type:
                 return body
-            case .control(let t, _):
-                throw FerryError(.wire, "\(peerName) sent a \(t) frame where a \(type) frame was expected")
+            case .control(let t, let body):
+                try other(t, body, during: "the wait for a \(type) frame", log: log)
             case .chunk:
                 throw FerryError(.wire, "\(peerName) sent a chunk frame where a \(type) frame was expected")
             }

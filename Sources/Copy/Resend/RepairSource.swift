@@ -54,17 +54,16 @@ public final class RepairSource {
                 try supply(index: index, request: request, expected: expected, geometry: geometry, buffer: buffer)
             case .control(.result, let body):
                 return try JSONBody.decode(ResendResult.self, body, what: "resend result")
-            case .control(.log, let body):
-                connectionLog(String(decoding: body, as: UTF8.self))
-            case .control(.error, let body):
-                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
-            default:
-                throw FerryError(.wire, "\(connection.peerName) sent an unexpected frame during resend")
+            case .control(let t, let body):
+                try connection.other(t, body, during: "resend", log: log)
+            case .chunk:
+                throw FerryError(.wire, "\(connection.peerName) sent a chunk frame to the source side of a resend")
             }
         }
     }
 
-    var connectionLog: (String) -> Void = { _ in }
+    /// Where the destination side's log lines go.
+    public var log: (String) -> Void = { _ in }
 
     private func supply(index: Int, request: SubBlockDigests, expected: Digest, geometry: ChunkGeometry, buffer: AlignedBuffer) throws {
         let length = geometry.length(of: index)

@@ -212,12 +212,8 @@ public final class RepairTarget {
                 let s = try JSONBody.decode(ChunkSupplied.self, body, what: "supplied")
                 guard s.chunk == index else { throw FerryError(.wire, "\(connection.peerName) ended chunk \(s.chunk) while \(index) was open") }
                 return s
-            case .control(.log, let body):
-                log(String(decoding: body, as: UTF8.self))
-            case .control(.error, let body):
-                throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
-            case .control(let t, _):
-                throw FerryError(.wire, "\(connection.peerName) sent an unexpected \(t) frame during resend")
+            case .control(let t, let body):
+                try connection.other(t, body, during: "resend", log: log)
             }
         }
     }
