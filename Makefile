@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 SWIFT ?= swift
 BIN := .build/release/ferry
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
-TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc
+TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
 
 .PHONY: all build deps test-deps test demo bench install man clean
 
@@ -30,6 +30,7 @@ deps:
 
 test-deps: deps
 	$(call apt_missing,$(TEST_PACKAGES))
+	@python3 -c 'import fuse' 2>/dev/null || python3 -m pip install -q fusepy || true
 
 build: deps
 	$(SWIFT) build -c release

@@ -1,0 +1,58 @@
+import Foundation
+import XCTest
+
+/// A destination with unreadable sectors, served by a small FUSE file system
+/// (Tests/Fixtures/badsectors.py) that fails reads of chosen byte ranges with EIO until they are
+/// written again. The unreadable range lies in a zero chunk: zeros standing in for it would hash
+/// like the recorded chunk, and a careless verify would call it OK.
+final class BadSectorTests: FerryTestCase {
+    private var fuse: Background?
+    private var mountPoint: String?
+
+    override func tearDownWithError() throws {
+        if let m = mountPoint { _ = try? runProcess(["/usr/bin/env", "umount", m], in: scratch) }
+        if let f = fuse { f.signal(SIGTERM); _ = f.wait(timeout: 10) }
+        try super.tearDownWithError()
+    }
+
+    private func mountBadSectors(image: String, bad: [Range<Int>]) throws -> String {
+        let probe = try runProcess(["/usr/bin/env", "python3", "-c", "import fuse"], in: scratch)
+        guard probe.status == 0, exists("/dev/fuse") else {
+            try skipUnlessRequired("FUSE is not available (python3 fusepy with libfuse2, and /dev/fuse): \(probe.summary)")
+        }
+        let mnt = scratch.file("mnt")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        fuse = try start(["/usr/bin/env", "python3", TestPaths.fixture("badsectors.py"), image, mnt]
+                         + bad.map { "\($0.lowerBound):\($0.upperBound)" }, in: scratch)
+        for _ in 0..<200 where !exists(mnt + "/disk.raw") { usleep(25_000) }
+        guard exists(mnt + "/disk.raw") else {
+            try skipUnlessRequired("the FUSE file system did not come up: \(fuse!.wait(timeout: 5).summary)")
+        }
+        mountPoint = mnt
+        return mnt + "/disk.raw"
+    }
+
+    func testUnreadableZeroChunkIsNeverOKAndResendRewritesIt() throws {
+        let M = 1 << 20
+        let src = scratch.file("src.raw")
+        try writeImage(src, [.random(2 * M), .zeros(2 * M), .random(M)], seed: 61)
+        let image = scratch.file("image.raw")
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        // 4 KiB unreadable inside chunk 2, which is all zeros.
+        let disk = try mountBadSectors(image: image, bad: [(2 * M + 4096)..<(2 * M + 8192)])
+        let copied = try copy(src, disk)
+        XCTAssertEqual(copied.zeroChunks, 2)
+
+        let (v, report) = try verify(disk)
+        XCTAssertEqual(v.status, 1, "verify vouched for a chunk the medium did not return: " + v.summary)
+        XCTAssertEqual(report?.unreadableChunks, [2])
+        XCTAssertEqual(report?.badRanges, [BadRangeJSON(offset: UInt64(2 * M), length: UInt64(M), firstChunk: 2, lastChunk: 2)])
+
+        let r = try ferry(["resend", src, disk, "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(r.status, 0, r.summary)
+        XCTAssertTrue(r.out.contains("\"repairedChunks\":1"), r.summary)
+        let (after, _) = try verify(disk)
+        XCTAssertEqual(after.status, 0, after.summary)
+        XCTAssertTrue(try sameBytes(src, disk, in: scratch))
+    }
+}

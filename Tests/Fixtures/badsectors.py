@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""A FUSE file system for ferry's tests that stands in for a disk with unreadable sectors.
+
+    python3 badsectors.py IMAGE MOUNTPOINT START:END [START:END ...]
+
+exposes IMAGE as MOUNTPOINT/disk.raw (read and write, same size); reading any byte in
+[START, END) fails with EIO until that range is written again, as a remapped sector would be.
+Runs in the foreground until unmounted.
+"""
+import errno
+import os
+import sys
+import threading
+
+from fuse import FUSE, FuseOSError, Operations
+
+
+class BadSectors(Operations):
+    def __init__(self, image, bad):
+        self.image = image
+        self.bad = bad          # list of [start, end) ranges that fail reads
+        self.mutex = threading.Lock()
+
+    def getattr(self, path, fh=None):
+        if path == "/":
+            return {"st_mode": 0o40755, "st_nlink": 2}
+        if path != "/disk.raw":
+            raise FuseOSError(errno.ENOENT)
+        st = os.stat(self.image)
+        return {"st_mode": 0o100644, "st_nlink": 1, "st_size": st.st_size,
+                "st_mtime": st.st_mtime, "st_ctime": st.st_ctime, "st_atime": st.st_atime}
+
+    def readdir(self, path, fh):
+        return [".", "..", "disk.raw"]
+
+    def open(self, path, flags):
+        if path != "/disk.raw":
+            raise FuseOSError(errno.ENOENT)
+        return os.open(self.image, os.O_RDWR)
+
+    def read(self, path, size, offset, fh):
+        with self.mutex:
+            for start, end in self.bad:
+                if offset < end and offset + size > start:
+                    raise FuseOSError(errno.EIO)
+        return os.pread(fh, size, offset)
+
+    def write(self, path, data, offset, fh):
+        with self.mutex:
+            # A rewritten range reads again (the drive remapped the sector).
+            self.bad = [(s, e) for s, e in self.bad if not (offset <= s and e <= offset + len(data))]
+        return os.pwrite(fh, data, offset)
+
+    def truncate(self, path, length, fh=None):
+        os.truncate(self.image, length)
+
+    def fsync(self, path, datasync, fh):
+        os.fsync(fh)
+        return 0
+
+    def flush(self, path, fh):
+        return 0
+
+    def release(self, path, fh):
+        os.close(fh)
+        return 0
+
+
+if __name__ == "__main__":
+    image, mountpoint = sys.argv[1], sys.argv[2]
+    bad = [tuple(int(x) for x in r.split(":")) for r in sys.argv[3:]]
+    FUSE(BadSectors(image, bad), mountpoint, foreground=True, nothreads=True, direct_io=True)
