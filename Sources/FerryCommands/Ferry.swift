@@ -2,6 +2,7 @@ import ArgumentParser
 import Chunks
 import Foundation
 import Ledger
+import Peer
 
 public struct Ferry: ParsableCommand {
     public static let configuration = CommandConfiguration(
@@ -22,7 +23,7 @@ public struct Ferry: ParsableCommand {
             EXIT STATUS:
             \(ExitStatus.manual)
             """,
-        version: FerryVersion.string,
+        version: PeerVersion.string,
         subcommands: [CopyCommand.self, VerifyCommand.self, ResendCommand.self, LedgerCommand.self, ServeCommand.self]
     )
 
@@ -44,9 +45,6 @@ public struct Ferry: ParsableCommand {
     static let defaultCompressLevel = 1
 }
 
-public enum FerryVersion {
-    public static let string = "0.1.0"
-}
 
 /// `--ledger PATH`, shared by every command that touches the ledger.
 struct LedgerOptions: ParsableArguments {

@@ -31,7 +31,7 @@ enum Session {
     }
 }
 
-/// The version string both the CLI and the protocol's Hello report.
+/// ferry's version: `ferry --version` and the Hello frame both report it.
 public enum PeerVersion {
-    public static var string = "0.1.0"
+    public static let string = "0.1.0"
 }
