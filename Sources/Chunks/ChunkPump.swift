@@ -11,8 +11,6 @@ public final class ChunkSlot {
     public internal(set) var isZero = false
     /// SHA-256 of the chunk's bytes, known when the consumer sees the slot.
     public internal(set) var digest = Digest.zero
-    /// Free for the producer: e.g. the digest the sender claimed for this chunk.
-    public var expected: Digest?
     /// Set by a producer that already hashed the chunk (a receiver checking the sender's hash).
     public var presetDigest: Digest?
     /// The whole-image hasher right after this chunk, kept for checkpoint chunks only.
@@ -55,7 +53,6 @@ public struct PumpResult {
     public var bytes: UInt64 = 0
     /// SHA-256 of every byte in order, when the pump was asked to compute it.
     public var wholeDigest: Digest?
-    public var hasher: SHA256Hasher?
 }
 
 /// The pipelined chunk engine shared by copy, verify, serve and resend.
@@ -110,7 +107,7 @@ public final class ChunkPump {
 
     /// Runs the pump.
     /// - `fill(slot)`: on the caller's thread, in order; fill `slot.buffer` with the chunk at
-    ///   `slot.offset` and return its length, 0 at the end. It may set `slot.expected`.
+    ///   `slot.offset` and return its length, 0 at the end. It may set `slot.presetDigest`.
     /// - `consume(slot)`: on the sink thread, in index order, after `slot.digest` is known.
     /// - `hasher`: when given, every byte is fed to it in order (the whole-image SHA-256); pass a
     ///   restored hasher to continue a resumed stream.
@@ -146,7 +143,6 @@ public final class ChunkPump {
             let slot = freeLock.locked { free.removeLast() }
             slot.index = index
             slot.offset = UInt64(index) * UInt64(chunkSize)
-            slot.expected = nil
             slot.presetDigest = nil
             slot.hasherAfter = nil
             let n: Int
@@ -210,7 +206,6 @@ public final class ChunkPump {
         if let failed { throw failed }
         var result = shared.result
         if wantWhole {
-            result.hasher = shared.whole
             result.wholeDigest = shared.whole!.finalized()
         }
         return result

@@ -167,8 +167,6 @@ public final class ImageFile {
         }
     }
 
-    public var isDirect: Bool { mode == .direct }
-
     private let reopenLock = NSLockish()
 
     /// The descriptor without O_DIRECT, opened on first use (a sender's retransmission thread

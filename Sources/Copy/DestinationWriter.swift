@@ -14,7 +14,6 @@ public final class DestinationWriter {
     /// The ledger run recording this copy at the destination end (started with the record).
     public private(set) var copyRun: Int64?
     public private(set) var bytesWritten: UInt64 = 0
-    public private(set) var durableChunks = 0
     let writeZeros: Bool
     var recorder: ChunkRecorder?
     /// True while the file region being written is known to read as zeros already (a file just
@@ -107,7 +106,6 @@ public final class DestinationWriter {
         let r = ChunkRecorder(ledger: ledger, image: image)
         try r.restore(upTo: n)
         recorder = r
-        durableChunks = n
         copyRun = try ledger.startRun(image: image, kind: "copy")
     }
 
@@ -139,7 +137,6 @@ public final class DestinationWriter {
     public func makeDurable(through index: Int) throws {
         try file?.sync()
         try recorder?.flush()
-        durableChunks = index + 1
     }
 
     /// Makes chunks [0, through] durable, then records the checkpoint (in this order).
@@ -160,7 +157,6 @@ public final class DestinationWriter {
         let root = recorder.listRoot
         try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
                             zeroChunks: recorder.zeroChunks)
-        durableChunks = recorder.count
         return root
     }
 

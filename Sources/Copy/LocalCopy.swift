@@ -78,7 +78,7 @@ public enum LocalCopy {
                                   ledger: ledger.path, io: source.file.mode.rawValue),
             destination: CopyEndReport(path: dstPath, host: nil, size: size, sha256: digest.hex, imageId: dest.imageId,
                                        ledger: ledger.path, io: dest.file?.mode.rawValue),
-            chunkSize: chunkSize, chunks: chunks, zeroChunks: dest.listRoot == nil ? result.zeroChunks : (dest.recorder?.zeroChunks ?? 0),
+            chunkSize: chunkSize, chunks: chunks, zeroChunks: dest.zeroChunks,
             listRoot: dstRoot.hex, imageId: dest.imageId, transferId: transferId, digestsMatch: srcRoot == dstRoot,
             resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,

@@ -192,7 +192,6 @@ public final class WireReceiver {
         }
         if let first = beforeFirstWrite { beforeFirstWrite = nil; try first() }
         slot.presetDigest = digest
-        slot.expected = header.digest
         return true
     }
 }

@@ -184,6 +184,9 @@ public final class Ledger {
         }
     }
 
+    /// Checkpoint chunk counts recorded for an image, newest first.
+    public func checkpointCounts(image: Int64) throws -> [Int] { try checkpoints(image: image).map(\.chunks) }
+
     /// The recorded checkpoints of an image, newest first: (chunks, saved hash state).
     public func checkpoints(image: Int64) throws -> [(chunks: Int, state: [UInt8]?)] {
         try db.prepare("SELECT chunks, state FROM checkpoints WHERE image_id = ? ORDER BY chunks DESC")

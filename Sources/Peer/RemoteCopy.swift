@@ -20,20 +20,25 @@ public enum RemoteCopy {
         }
     }
 
-    /// The unfinished record of this end of an earlier copy between the same two places.
-    static func unfinished(role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
+    /// With --resume: the unfinished record of this end of an earlier copy between the same two
+    /// places (nil, and a note saying so, when there is none).
+    static func unfinished(_ options: CopyOptions, role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
+        guard options.resume else { return nil }
         let identity = DeviceIdentity.of(path)
-        return try ledger.images(named: identity.names).first {
+        let prior = try ledger.images(named: identity.names).first {
             $0.role == role && !$0.complete && $0.peer == peer && identity.canBe($0.names)
         }
+        if prior == nil {
+            FileHandle.standardError.write("ferry: nothing to resume between \(path) and \(peer) here; starting a fresh copy\n".data(using: .utf8)!)
+        }
+        return prior
     }
 
     static func push(src: String, host: String, dst: String, options: CopyOptions, ledger: Ledger,
                      settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
         let peer = "\(host):\(dst)"
-        let prior = options.resume ? try unfinished(role: .source, path: src, peer: peer, ledger: ledger) : nil
-        if options.resume && prior == nil { Session.remoteLog("nothing to resume from \(src) to \(peer) here; starting a fresh copy") }
+        let prior = try unfinished(options, role: .source, path: src, peer: peer, ledger: ledger)
         let chunkSize = prior?.chunkSize ?? options.chunkSize
         let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs)
         let shell = try Session.open(host: host, settings: settings)
@@ -91,8 +96,7 @@ public enum RemoteCopy {
                      settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
         let peer = "\(host):\(src)"
-        let prior = options.resume ? try unfinished(role: .destination, path: dst, peer: peer, ledger: ledger) : nil
-        if options.resume && prior == nil { Session.remoteLog("nothing to resume from \(peer) to \(dst) here; starting a fresh copy") }
+        let prior = try unfinished(options, role: .destination, path: dst, peer: peer, ledger: ledger)
         let chunkSize = prior?.chunkSize ?? options.chunkSize
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros)
         // Check the destination before the far side reads a byte.

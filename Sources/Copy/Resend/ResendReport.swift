@@ -1,4 +1,5 @@
 import Chunks
+import Foundation
 import Glibc
 import Ledger
 import Verify
@@ -75,8 +76,8 @@ public enum LocalResend {
             throw error
         }
         var sourceError: Error?
-        let done = Completion()
-        let thread = BlockingThread {
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
             do { _ = try supplier.serve() } catch {
                 sourceError = error
                 if let e = error as? FerryError { sourceSide.sendError(e) }

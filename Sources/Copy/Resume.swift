@@ -64,8 +64,3 @@ extension DestinationWriter {
         return h
     }
 }
-
-extension Ledger {
-    /// Checkpoint chunk counts recorded for an image.
-    public func checkpointCounts(image: Int64) throws -> [Int] { try checkpoints(image: image).map(\.chunks) }
-}
