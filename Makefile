@@ -1,5 +1,5 @@
 # ferry: build, test, demo, install.
-#   make          install missing Debian packages, build release
+#   make          install missing Debian packages, build release (Swift runtime and Foundation linked in)
 #   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
 #   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
 #   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
@@ -8,6 +8,13 @@
 PREFIX ?= /usr/local
 SWIFT ?= swift
 BIN := .build/release/ferry
+# The release binary carries the Swift runtime and Foundation, so a host without a Swift
+# toolchain (a Proxmox node) runs it, and FERRY_COMMIT names the commit in `ferry --version`.
+# -Xcc reaches every Swift compile as well, so a new commit rebuilds all modules. Nothing is
+# loaded from beside the binary, so it gets no $ORIGIN run path; -z now as Debian's hardening asks.
+FERRY_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker -z -Xlinker now \
+	-Xcc -DFERRY_COMMIT='"$(FERRY_COMMIT)"'
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
 
@@ -33,10 +40,13 @@ test-deps: deps
 	@python3 -c 'import fuse' 2>/dev/null || python3 -m pip install -q fusepy || true
 
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build $(RELEASE_FLAGS)
 
+# XCTest cannot be linked with a static Swift runtime, so the test bundle is built the usual
+# way, in a scratch path of its own: sharing .build would rebuild every module twice per run. The
+# tests run the static binary from `build`.
 test: test-deps build
-	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release --disable-swift-testing 2>&1 | tee .build/test.log
+	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release --scratch-path .build/tests --disable-swift-testing 2>&1 | tee .build/test.log
 	@sh scripts/test-summary.sh .build/test.log
 
 demo: build
