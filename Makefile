@@ -3,7 +3,7 @@
 #   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
 #   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
 #   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   binary, man pages, shell completions, doc (DESTDIR is honoured)
 
 PREFIX ?= /usr/local
 SWIFT ?= swift
@@ -61,9 +61,7 @@ man:
 	sh scripts/man-install-names.sh man/generated man
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ferry
-	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	sh scripts/install-files.sh $(BIN) "$(DESTDIR)" $(PREFIX)
 
 clean:
 	rm -rf .build
