@@ -3,6 +3,7 @@
 #   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
 #   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
 #   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
+#   make deb      dist/ferry_VERSION_ARCH.deb for a Debian or Proxmox host without Swift, checked by lintian
 #   make install PREFIX=/usr/local   binary, man pages, shell completions, doc (DESTDIR is honoured)
 
 PREFIX ?= /usr/local
@@ -16,9 +17,10 @@ FERRY_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknow
 RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker -z -Xlinker now \
 	-Xcc -DFERRY_COMMIT='"$(FERRY_COMMIT)"'
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
+DEB_PACKAGES := dpkg-dev lintian
 TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
 
-.PHONY: all build deps test-deps test demo bench install man clean
+.PHONY: all build deps deb-deps test-deps test deb demo bench install man clean
 
 all: build
 
@@ -34,6 +36,9 @@ endef
 
 deps:
 	$(call apt_missing,$(BUILD_PACKAGES))
+
+deb-deps: deps
+	$(call apt_missing,$(DEB_PACKAGES))
 
 test-deps: deps
 	$(call apt_missing,$(TEST_PACKAGES))
@@ -60,8 +65,11 @@ man:
 	$(SWIFT) package --allow-writing-to-package-directory generate-manual --multi-page --output-directory man/generated
 	sh scripts/man-install-names.sh man/generated man
 
+deb: deb-deps build
+	@deb=$$(sh scripts/build-deb.sh $(BIN) dist) && echo "$$deb" && lintian "$$deb"
+
 install: build
 	sh scripts/install-files.sh $(BIN) "$(DESTDIR)" $(PREFIX)
 
 clean:
-	rm -rf .build
+	rm -rf .build dist
