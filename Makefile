@@ -18,7 +18,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker
 	-Xcc -DFERRY_COMMIT='"$(FERRY_COMMIT)"'
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 DEB_PACKAGES := dpkg-dev lintian
-TEST_PACKAGES := openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
+TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
 
 .PHONY: all build deps deb-deps test-deps test deb demo bench install man clean
 
