@@ -49,8 +49,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/debian"
 cp "$DEB/control" "$work/debian/control"
 
-# The packaging's own changelog names the revision. A binary newer than its top entry still gets
-# a package (revision 1, with an entry saying so), and a note to write the entry.
+# The packaging's own changelog names the revision. A binary whose version its top entry lacks
+# still gets a package (revision 1, with an entry saying so), and a note to write the entry.
 top=$(dpkg-parsechangelog -l "$DEB/changelog" -S Version)
 if [ "${top%-*}" = "$upstream" ]; then
     cp "$DEB/changelog" "$work/debian/changelog"
