@@ -42,3 +42,8 @@ int csys_is_zero(const void *p, size_t n) {
     if (n <= 64) return 1;
     return memcmp(b, b + 64, n - 64) == 0;
 }
+
+#ifndef FERRY_COMMIT
+#define FERRY_COMMIT "unknown"
+#endif
+const char *csys_build_commit(void) { return FERRY_COMMIT; }

@@ -23,7 +23,7 @@ public struct Ferry: ParsableCommand {
             EXIT STATUS:
             \(ExitStatus.manual)
             """,
-        version: PeerVersion.string,
+        version: PeerVersion.long,
         subcommands: [CopyCommand.self, VerifyCommand.self, ResendCommand.self, LedgerCommand.self, ServeCommand.self]
     )
 

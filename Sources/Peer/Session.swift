@@ -34,4 +34,11 @@ enum Session {
 /// ferry's version: `ferry --version` and the Hello frame both report it.
 public enum PeerVersion {
     public static let string = "0.1.0"
+
+    /// `ferry --version`: the version, the protocol range this build speaks, and its commit.
+    public static let long = """
+        ferry \(string)
+        protocol \(ProtocolVersion.current) (accepts \(ProtocolVersion.oldest)-\(ProtocolVersion.current))
+        commit \(BuildInfo.commit)
+        """
 }

@@ -243,4 +243,29 @@ final class RemoteCopyTests: FerryTestCase {
         XCTAssertEqual(missing.status, 7, missing.summary)
         XCTAssertTrue(missing.stderr.contains("/nonexistent/ssh"), missing.summary)
     }
+
+    // MARK: A far host without ferry, and what --version says
+
+    func testFarHostWithoutFerrySaysHowToInstallIt() throws {
+        let src = scratch.file("src")
+        try writeRandom(src, size: 1000, seed: 6)
+        let far = scratch.file("far")
+        let r = try ferry(["copy", src, "localhost:" + far, "--progress", "none", "--ledger", ledger,
+                           "-e", localShell, "--remote-ferry", "/nonexistent/bin/ferry"])
+        XCTAssertEqual(r.status, 7, r.summary)
+        let last = r.errLines.last ?? ""
+        XCTAssertTrue(last.hasPrefix("ferry: ferry is not installed on localhost"), r.summary)
+        XCTAssertTrue(last.contains("apt install ./ferry_") && last.contains("--remote-ferry"), r.summary)
+        XCTAssertFalse(exists(far))
+    }
+
+    func testVersionNamesProtocolAndCommit() throws {
+        let r = try ferry(["--version"])
+        XCTAssertEqual(r.status, 0, r.summary)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3, r.summary)
+        XCTAssertTrue(lines.first?.range(of: #"^ferry [0-9]+\.[0-9]+\.[0-9]+$"#, options: .regularExpression) != nil, r.summary)
+        XCTAssertTrue(lines.count > 1 && lines[1].range(of: #"^protocol [0-9]+ \(accepts [0-9]+-[0-9]+\)$"#, options: .regularExpression) != nil, r.summary)
+        XCTAssertTrue(lines.count > 2 && lines[2].range(of: #"^commit ([0-9a-f]{12}|unknown)$"#, options: .regularExpression) != nil, r.summary)
+    }
 }

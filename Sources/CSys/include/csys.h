@@ -26,6 +26,9 @@ int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int fl
 /// posix_fadvise: 1 = SEQUENTIAL, 2 = DONTNEED. Returns 0 or an errno value.
 int csys_fadvise(int fd, int64_t offset, int64_t length, int advice);
 
+/// The commit this binary was built from (FERRY_COMMIT at build time), or "unknown".
+const char *csys_build_commit(void);
+
 /// 1 when all n bytes are zero. Memory-bandwidth speed (word scan + memcmp against itself).
 int csys_is_zero(const void *p, size_t n);
 #endif
