@@ -18,8 +18,12 @@ public final class RemoteShell {
     private let stderrDone = DispatchSemaphore(value: 0)
     private var outputClosed = false
 
+    /// The far ferry binary as the command line names it.
+    let remoteFerry: String
+
     public init(host: String, settings: RemoteSettings) throws {
         self.host = host
+        remoteFerry = settings.remoteFerry
         argv = try settings.command(host: host, extraSSHOptions: settings.rsh == nil ? CipherPreference.options(host: host) : [])
         var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0], errChild: [Int32] = [0, 0]
         guard Self.cloexecPipe(&toChild), Self.cloexecPipe(&fromChild), Self.cloexecPipe(&errChild) else {
@@ -134,6 +138,11 @@ public final class RemoteShell {
             msg += " (\(argv[0]) is still running)"
         }
         if let said { msg += "; it last said: \(said)" }
+        // 127 is the far shell's "command not found": ferry itself is missing over there.
+        if let status, status & 0x7f == 0, (status >> 8) & 0xff == 127 {
+            return FerryError(.remote, "ferry is not installed on \(host), or `\(remoteFerry)` is not on the far PATH (\(msg))",
+                              hint: "install it there, e.g. `make deb && scp dist/ferry_*.deb \(host): && ssh \(host) apt install ./ferry_*.deb`, or name the far binary with --remote-ferry PATH")
+        }
         return FerryError(.remote, msg, hint: "check that `\(argv.joined(separator: " "))` works")
     }
 }

@@ -75,11 +75,12 @@ public enum LocalResend {
             close(fds[0]); close(fds[1])
             throw error
         }
-        var sourceError: Error?
+        // The source side's error, written on its thread and read here only after `done`.
+        let sourceError = SourceSideError()
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
             do { _ = try supplier.serve() } catch {
-                sourceError = error
+                sourceError.set(error)
                 if let e = error as? FerryError { sourceSide.sendError(e) }
             }
             done.signal()
@@ -92,13 +93,21 @@ public enum LocalResend {
             shutdown(fds[0], Int32(SHUT_RDWR))
             done.wait()
             close(fds[0]); close(fds[1])
-            throw sourceError ?? error
+            throw sourceError.value ?? error
         }
         done.wait()
         close(fds[0]); close(fds[1])
-        if let sourceError { throw sourceError }
+        if let e = sourceError.value { throw e }
         return ResendReport(source: source, destination: destination, plan: target.plan, result: result,
                             bytesRead: supplier.bytesRead, bytesSent: destSide.bytesReceived, verify: target.verifyReport,
                             seconds: monotonicSeconds() - started)
     }
+}
+
+/// The first error of a resend's source-side thread, guarded by a lock.
+final class SourceSideError: @unchecked Sendable {
+    private let lock = NSLockish()
+    private var error: Error?
+    func set(_ e: Error) { lock.locked { if error == nil { error = e } } }
+    var value: Error? { lock.locked { error } }
 }
