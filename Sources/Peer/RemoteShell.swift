@@ -140,7 +140,7 @@ public final class RemoteShell {
         if let said { msg += "; it last said: \(said)" }
         // 127 is the far shell's "command not found": ferry itself is missing over there.
         if let status, status & 0x7f == 0, (status >> 8) & 0xff == 127 {
-            return FerryError(.remote, "ferry is not installed on \(host), or `\(remoteFerry)` is not on the far PATH (\(msg))",
+            return FerryError(.remote, "ferry is not installed on \(host): the far shell found no `\(remoteFerry)` to run (\(msg))",
                               hint: "install it there, e.g. `make deb && scp dist/ferry_*.deb \(host): && ssh \(host) apt install ./ferry_*.deb`, or name the far binary with --remote-ferry PATH")
         }
         return FerryError(.remote, msg, hint: "check that `\(argv.joined(separator: " "))` works")
