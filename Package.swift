@@ -1,4 +1,4 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.0
 // ferry: move and audit very large disk images with a per-chunk SHA-256 ledger.
 import PackageDescription
 

@@ -1,9 +1,14 @@
 import CSys
 import Dispatch
 import Glibc
+import Synchronization
 
 /// One chunk in flight: an aligned buffer plus what the pump learned about it.
-public final class ChunkSlot {
+///
+/// A slot has one owner at a time: the filling thread, then its hasher, then the sink. Each hands
+/// it on through a semaphore or a serial queue, which orders every access; that hand-over is the
+/// one thing here the compiler cannot check, hence `@unchecked`.
+public final class ChunkSlot: @unchecked Sendable {
     public let buffer: AlignedBuffer
     public internal(set) var index = 0
     public internal(set) var offset: UInt64 = 0
@@ -25,29 +30,32 @@ public final class ChunkSlot {
 }
 
 /// Bytes done so far, read by a progress display on another thread.
-public final class ProgressCounter: @unchecked Sendable {
-    private let lock = NSLockish()
-    private var value: UInt64 = 0
+public final class ProgressCounter: Sendable {
+    private let value = Atomic<UInt64>(0)
     public init() {}
-    public func add(_ n: Int) { lock.locked { value += UInt64(n) } }
-    public func set(_ n: UInt64) { lock.locked { value = n } }
-    public var bytes: UInt64 { lock.locked { value } }
+    public func add(_ n: Int) { value.add(UInt64(n), ordering: .relaxed) }
+    public func set(_ n: UInt64) { value.store(n, ordering: .relaxed) }
+    public var bytes: UInt64 { value.load(ordering: .relaxed) }
 }
 
-/// A pthread mutex, for the few counters shared between pump threads.
-public final class NSLockish: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    public init() { pthread_mutex_init(&m, nil) }
-    deinit { pthread_mutex_destroy(&m) }
-    @inline(__always) public func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return try body()
-    }
+/// The first error any of several threads ran into; later ones are dropped.
+public final class FirstFailure: Sendable {
+    private let stored = Mutex<(any Error)?>(nil)
+    public init() {}
+    public func record(_ error: any Error) { stored.withLock { if $0 == nil { $0 = error } } }
+    public var error: (any Error)? { stored.withLock { $0 } }
+}
+
+/// A closure the pump calls from its sink thread only, one call at a time, while the thread that
+/// handed it over waits in `run`. The caller's closures capture its own non-Sendable state, which
+/// the fill closure on the caller's thread may touch as well: the callers keep those two apart
+/// (fill reads, the sink writes and records), and that is the contract the compiler cannot see.
+struct SinkCall<Argument>: @unchecked Sendable {
+    let body: (Argument) throws -> Void
 }
 
 /// What a pump run saw.
-public struct PumpResult {
+public struct PumpResult: Sendable {
     public var chunks = 0
     public var zeroChunks = 0
     public var bytes: UInt64 = 0
@@ -62,19 +70,15 @@ public struct PumpResult {
 /// the whole-image hasher on its own serial thread, and handed in index order to `consume` on a
 /// sink thread (write, send, record). A slot returns to the pool only after both hashes and the
 /// consumer are done with it, so memory stays at `slotCount` chunks whatever the image size.
-public final class ChunkPump {
+public final class ChunkPump: Sendable {
     public let chunkSize: Int
-    private let slots: [ChunkSlot]
-    private var free: [ChunkSlot]
-    private let freeLock = NSLockish()
+    private let free: Mutex<[ChunkSlot]>
     private let available: DispatchSemaphore
     private let hashQueue = DispatchQueue(label: "ferry.hash", qos: .userInitiated, attributes: .concurrent)
     private let wholeQueue = DispatchQueue(label: "ferry.whole", qos: .userInitiated)
     private let sinkQueue = DispatchQueue(label: "ferry.sink", qos: .userInitiated)
-    private let failureLock = NSLockish()
-    private var failure: Error?
-    private var zeroDigests: [Int: Digest] = [:]
-    private let zeroLock = NSLockish()
+    private let failure = FirstFailure()
+    private let zeroDigests = Mutex<[Int: Digest]>([:])
 
     /// Chunks in flight: enough to keep reader, hashers and writer busy (about 64 MiB), at least 4.
     public static func defaultSlotCount(chunkSize: Int) -> Int {
@@ -84,26 +88,23 @@ public final class ChunkPump {
     public init(chunkSize: Int, slotCount: Int? = nil) {
         self.chunkSize = chunkSize
         let n = slotCount ?? Self.defaultSlotCount(chunkSize: chunkSize)
-        slots = (0..<n).map { _ in ChunkSlot(capacity: chunkSize) }
-        free = slots
+        free = Mutex((0..<n).map { _ in ChunkSlot(capacity: chunkSize) })
         available = DispatchSemaphore(value: n)
     }
 
     /// The SHA-256 of `length` zero bytes (cached: zero chunks are not hashed again).
     public func zeroDigest(length: Int) -> Digest {
-        if let d = zeroLock.locked({ zeroDigests[length] }) { return d }
+        if let d = zeroDigests.withLock({ $0[length] }) { return d }
         let buf = AlignedBuffer(capacity: max(length, 1))
         memset(buf.pointer, 0, buf.capacity)
         let d = Digest.sha256(buf.pointer, length)
-        zeroLock.locked { zeroDigests[length] = d }
+        zeroDigests.withLock { $0[length] = d }
         return d
     }
 
-    private func fail(_ error: Error) {
-        failureLock.locked { if failure == nil { failure = error } }
-    }
+    private func fail(_ error: any Error) { failure.record(error) }
 
-    private var failed: Error? { failureLock.locked { failure } }
+    private var failed: (any Error)? { failure.error }
 
     /// Runs the pump.
     /// - `fill(slot)`: on the caller's thread, in order; fill `slot.buffer` with the chunk at
@@ -121,15 +122,12 @@ public final class ChunkPump {
                     fill: (ChunkSlot) throws -> Int,
                     consume: @escaping (ChunkSlot) throws -> Void,
                     afterWhole: ((ChunkSlot) throws -> Void)? = nil) throws -> PumpResult {
-        // Shared with the hashing and sink threads; each field has one writer at a time.
-        final class Shared: @unchecked Sendable {
-            var whole: SHA256Hasher?
-            var result = PumpResult()
-            init(_ h: SHA256Hasher?) { whole = h }
-        }
-        let shared = Shared(hasher)
+        // The whole-image hasher belongs to the serial whole queue, the counts to the sink.
+        let whole = Mutex<SHA256Hasher?>(hasher)
+        let counts = Mutex(PumpResult())
         let wantWhole = hasher != nil
-        let resultLock = NSLockish()
+        let consume = SinkCall(body: consume)
+        let afterWhole = afterWhole.map { SinkCall(body: $0) }
         var position = 0
         var index = startIndex
 
@@ -140,7 +138,7 @@ public final class ChunkPump {
                 index = indices[position]
             }
             available.wait()
-            let slot = freeLock.locked { free.removeLast() }
+            let slot = free.withLock { $0.removeLast() }
             slot.index = index
             slot.offset = UInt64(index) * UInt64(chunkSize)
             slot.presetDigest = nil
@@ -172,8 +170,11 @@ public final class ChunkPump {
             let isCheckpoint = checkpointEvery.map { $0 > 0 && (slot.index + 1) % $0 == 0 } ?? false
             if wantWhole {
                 wholeQueue.async {
-                    shared.whole!.update(slot.buffer.pointer, slot.length)
-                    if isCheckpoint { slot.hasherAfter = shared.whole }
+                    let after = whole.withLock { h -> SHA256Hasher? in
+                        h!.update(slot.buffer.pointer, slot.length)
+                        return isCheckpoint ? h : nil
+                    }
+                    if let after { slot.hasherAfter = after }
                     slot.wholeHashed.signal()
                 }
             }
@@ -181,11 +182,11 @@ public final class ChunkPump {
                 slot.hashed.wait()
                 if failed == nil {
                     do {
-                        try consume(slot)
-                        resultLock.locked {
-                            shared.result.chunks += 1
-                            shared.result.bytes += UInt64(slot.length)
-                            if slot.isZero { shared.result.zeroChunks += 1 }
+                        try consume.body(slot)
+                        counts.withLock {
+                            $0.chunks += 1
+                            $0.bytes += UInt64(slot.length)
+                            if slot.isZero { $0.zeroChunks += 1 }
                         }
                     } catch {
                         fail(error)
@@ -193,7 +194,7 @@ public final class ChunkPump {
                 }
                 if wantWhole { slot.wholeHashed.wait() }
                 if isCheckpoint, failed == nil, let afterWhole {
-                    do { try afterWhole(slot) } catch { fail(error) }
+                    do { try afterWhole.body(slot) } catch { fail(error) }
                 }
                 release(slot)
             }
@@ -204,15 +205,15 @@ public final class ChunkPump {
         sinkQueue.sync {}
         wholeQueue.sync {}
         if let failed { throw failed }
-        var result = shared.result
+        var result = counts.withLock { $0 }
         if wantWhole {
-            result.wholeDigest = shared.whole!.finalized()
+            result.wholeDigest = whole.withLock { $0!.finalized() }
         }
         return result
     }
 
     private func release(_ slot: ChunkSlot) {
-        freeLock.locked { free.append(slot) }
+        free.withLock { $0.append(slot) }
         available.signal()
     }
 }

@@ -46,9 +46,9 @@ public struct DeviceIdentity: Sendable, Equatable {
 
     public static func makeAbsolute(_ path: String) -> String {
         if path.hasPrefix("/") { return normalize(path) }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        guard getcwd(&buf, buf.count) != nil else { return path }
-        return normalize(String(cString: buf) + "/" + path)
+        guard let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        return normalize(String(cString: cwd) + "/" + path)
     }
 
     /// Removes `.` and empty components and resolves `..` lexically (symlinks are kept).

@@ -77,7 +77,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Incremental SHA-256 over libcrypto's SHA256_CTX, whose state can be saved and restored.
-public struct SHA256Hasher {
+public struct SHA256Hasher: Sendable {
     private var ctx = SHA256_CTX()
     public private(set) var byteCount: UInt64 = 0
 

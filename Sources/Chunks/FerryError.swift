@@ -16,14 +16,30 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
         case interrupted
     }
 
+    /// What the layer below said, kept typed so callers decide by value, never by message text.
+    public enum Cause: Equatable, Sendable {
+        /// A syscall failed with this errno.
+        case errno(Int32)
+        /// SQLite returned this (extended) result code.
+        case sqlite(Int32)
+    }
+
     public var code: Code
     public var message: String
     public var hint: String?
+    public var cause: Cause?
 
-    public init(_ code: Code, _ message: String, hint: String? = nil) {
+    public init(_ code: Code, _ message: String, hint: String? = nil, cause: Cause? = nil) {
         self.code = code
         self.message = message
         self.hint = hint
+        self.cause = cause
+    }
+
+    /// The errno of a failed syscall, when that is what this error is.
+    public var systemErrno: Int32? {
+        if case .errno(let e)? = cause { return e }
+        return nil
     }
 
     public var description: String {
@@ -32,13 +48,13 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
     }
 
     /// An error from a failed syscall: names the operation, the path and, when known, the offset.
-    public static func syscall(_ op: String, path: String, offset: UInt64? = nil, errno err: Int32 = errno,
+    public static func syscall(_ op: String, path: String, offset: UInt64? = nil, errno err: Int32 = Glibc.errno,
                                hint: String? = nil) -> FerryError {
         var msg = "\(op) \(path)"
         if let offset { msg += " at offset \(offset)" }
         msg += ": \(String(cString: strerror(err)))"
         let code: Code = (err == ENOENT) ? .notFound : .io
-        return FerryError(code, msg, hint: hint ?? defaultHint(err))
+        return FerryError(code, msg, hint: hint ?? defaultHint(err), cause: .errno(err))
     }
 
     static func defaultHint(_ err: Int32) -> String? {

@@ -1,5 +1,6 @@
 import CSys
 import Glibc
+import Synchronization
 
 /// What kind of thing an image lives in.
 public enum ImageKind: String, Codable, Sendable {
@@ -167,12 +168,12 @@ public final class ImageFile {
         }
     }
 
-    private let reopenLock = NSLockish()
+    private let reopenLock = Mutex(())
 
     /// The descriptor without O_DIRECT, opened on first use (a sender's retransmission thread
     /// and its reader may both ask).
     private func buffered() throws -> Int32 {
-        try reopenLock.locked { try openBuffered() }
+        try reopenLock.withLock { _ in try openBuffered() }
     }
 
     private func openBuffered() throws -> Int32 {

@@ -1,43 +1,46 @@
 import Chunks
-import Glibc
+import Dispatch
+import Synchronization
 
 /// Whole-image hash states at checkpoint chunks, handed from the hashing side to whoever records
 /// the checkpoint once the destination confirmed durability (another thread, a little later).
-final class CheckpointStates {
-    private var states: [Int: SHA256Hasher] = [:]
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+final class CheckpointStates: Sendable {
+    private struct State {
+        var states: [Int: SHA256Hasher] = [:]
+        var closed = false
+    }
+    private let state = Mutex(State())
+    private let changed = DispatchSemaphore(value: 0)
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
+    func put(_ chunks: Int, _ hasher: SHA256Hasher?) {
+        state.withLock { if let hasher { $0.states[chunks] = hasher } }
+        changed.signal()
     }
 
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
+    /// No more states will come (the pump ended): a waiting `take` returns what there is.
+    func close() {
+        state.withLock { $0.closed = true }
+        changed.signal()
     }
 
-    func put(_ chunks: Int, _ state: SHA256Hasher?) {
-        pthread_mutex_lock(&mutex)
-        if let state { states[chunks] = state }
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
-    }
-
-    /// The state after `chunks` chunks, waiting up to `seconds` for it to be put; older states
-    /// are dropped.
-    func take(_ chunks: Int, seconds: Int = 60) -> SHA256Hasher? {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        deadline.tv_sec += seconds
-        while states[chunks] == nil {
-            if pthread_cond_timedwait(&cond, &mutex, &deadline) == ETIMEDOUT { break }
+    /// The state after `chunks` chunks, waiting until it is put or the pump ended; older states
+    /// are dropped. The sink puts a checkpoint's state right after sending its last chunk, so the
+    /// wait is at most one chunk's hashing.
+    func take(_ chunks: Int) -> SHA256Hasher? {
+        while true {
+            let found = state.withLock { s -> (SHA256Hasher?, Bool) in
+                let h = s.states[chunks]
+                if h != nil || s.closed {
+                    s.states = s.states.filter { $0.key > chunks }
+                    return (h, true)
+                }
+                return (nil, false)
+            }
+            if found.1 {
+                if state.withLock({ $0.closed }) { changed.signal() } // wake any other waiter too
+                return found.0
+            }
+            changed.wait()
         }
-        let s = states[chunks]
-        states = states.filter { $0.key > chunks }
-        return s
     }
 }

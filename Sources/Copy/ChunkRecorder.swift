@@ -1,5 +1,6 @@
 import Chunks
 import Ledger
+import Synchronization
 
 /// Records one image's chunk hashes in the ledger as they arrive (in index order), and keeps the
 /// hash-list root: SHA-256 over the concatenated chunk digests.
@@ -12,7 +13,7 @@ final class ChunkRecorder {
     private(set) var zeroChunks = 0
     private static let batch = 2048
     /// A sending end flushes from its acknowledgement thread while its sink adds rows.
-    private let lock = NSLockish()
+    private let lock = Mutex(())
 
     init(ledger: Ledger, image: Int64) {
         self.ledger = ledger
@@ -33,7 +34,7 @@ final class ChunkRecorder {
     }
 
     func add(index: Int, digest: Digest, zero: Bool) throws {
-        try lock.locked { try addLocked(index: index, digest: digest, zero: zero) }
+        try lock.withLock { _ in try addLocked(index: index, digest: digest, zero: zero) }
     }
 
     private func addLocked(index: Int, digest: Digest, zero: Bool) throws {
@@ -45,7 +46,7 @@ final class ChunkRecorder {
         if pending.count >= Self.batch { try flushLocked() }
     }
 
-    func flush() throws { try lock.locked { try flushLocked() } }
+    func flush() throws { try lock.withLock { _ in try flushLocked() } }
 
     private func flushLocked() throws {
         try ledger.recordChunks(image: image, pending)
@@ -54,9 +55,9 @@ final class ChunkRecorder {
 
     /// The digest recorded for chunk `index`, while it is still in memory or in the ledger.
     func digest(of index: Int) throws -> Digest? {
-        if let d = lock.locked({ pending.first(where: { $0.index == index })?.digest }) { return d }
+        if let d = lock.withLock({ _ in pending.first(where: { $0.index == index })?.digest }) { return d }
         return try ledger.chunk(image: image, index: index)?.digest
     }
 
-    var listRoot: Digest { lock.locked { list.finalized() } }
+    var listRoot: Digest { lock.withLock { _ in list.finalized() } }
 }

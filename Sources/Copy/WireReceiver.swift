@@ -24,8 +24,6 @@ public final class WireReceiver {
     public private(set) var retransmissions = 0
     public private(set) var zeroFrames = 0
     public private(set) var end: End?
-    private let zeroDigests = NSLockish()
-    private var zeroCache: [Int: Digest] = [:]
 
     public static let maxAttempts = 3
     /// Chunks that arrived ahead of a damaged one are held in memory, up to this many bytes.

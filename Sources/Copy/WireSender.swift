@@ -2,6 +2,7 @@ import Chunks
 import Foundation
 import Ledger
 import Wire
+import Synchronization
 
 /// The sending end of a remote copy (the client on a push, `ferry serve` on a pull): reads the
 /// source once, sends chunk frames (zero chunks without payload, optionally zstd), keeps several
@@ -15,13 +16,13 @@ public final class WireSender {
     let codec: ZstdCodec?
     let log: (String) -> Void
     private let states = CheckpointStates()
-    private let lock = NSLockish()
-    private var peerFailure: Error?
-    private var peerResult: [UInt8]?
-    private let finished = DispatchSemaphore(value: 0)
+    private let peerFailure = FirstFailure()
     private var compressBuffer: AlignedBuffer?
+    /// Written by the sink only, read after the run.
     public private(set) var zeroFrames = 0
-    public private(set) var retransmissions = 0
+    private let resent = Atomic<Int>(0)
+    /// Chunks sent again because they arrived damaged (by the listener thread).
+    public var retransmissions: Int { resent.load(ordering: .relaxed) }
 
     public init(connection: Connection, source: SourceReader, ledger: Ledger, checkpointEvery: Int, compressLevel: Int?,
                 log: @escaping (String) -> Void) {
@@ -33,14 +34,15 @@ public final class WireSender {
         self.log = log
     }
 
-    private var failure: Error? { lock.locked { peerFailure } }
+    private var failure: (any Error)? { peerFailure.error }
 
     /// Streams chunks from `startIndex`, then End; returns the pump's result and the receiver's
     /// result frame body.
     public func run(startIndex: Int, hasher: SHA256Hasher, progress: ProgressCounter) throws -> (PumpResult, [UInt8]) {
-        let listener = Thread { [self] in listen() }
-        listener.stackSize = 1 << 20
-        listener.start()
+        // The listener shares the connection (whose sends are locked), the ledger (whose
+        // transactions are locked), `states` and `peerFailure`; it re-reads the source through
+        // its own buffer and a positioned read.
+        let listener = Worker<[UInt8]?>(name: "ferry.sender-acks") { [self] in try listen() }
         let pump = ChunkPump(chunkSize: source.chunkSize)
         let result: PumpResult
         do {
@@ -60,11 +62,12 @@ public final class WireSender {
         } catch {
             // Tell the receiver why, so it stops without marking anything complete.
             if let e = error as? FerryError, failure == nil { connection.sendError(e) }
+            states.close()
             throw failure ?? error
         }
-        finished.wait()
-        if let failure { throw failure }
-        return (result, lock.locked { peerResult } ?? [])
+        states.close()
+        let peerResult = try listener.join()
+        return (result, peerResult ?? [])
     }
 
     private func send(_ slot: ChunkSlot) throws {
@@ -88,8 +91,7 @@ public final class WireSender {
     }
 
     /// The receiver's side of the conversation, on its own thread.
-    private func listen() {
-        defer { finished.signal() }
+    private func listen() throws -> [UInt8]? {
         let buffer = AlignedBuffer(capacity: source.chunkSize)
         do {
             while true {
@@ -105,8 +107,7 @@ public final class WireSender {
                     let index = try chunkIndex(U64Body.decode(body), what: "chunk index")
                     try resend(index, buffer)
                 case .control(.result, let body):
-                    lock.locked { peerResult = body }
-                    return
+                    return body
                 case .control(let t, let body):
                     try connection.other(t, body, during: "the copy", log: log)
                 case .chunk:
@@ -114,7 +115,8 @@ public final class WireSender {
                 }
             }
         } catch {
-            lock.locked { if peerFailure == nil { peerFailure = error } }
+            peerFailure.record(error)
+            throw error
         }
     }
 
@@ -131,7 +133,7 @@ public final class WireSender {
             throw FerryError(.refused, "source \(source.file.path) changed while being copied (chunk \(index) reads differently now)",
                              hint: "stop whatever writes to the source and copy again")
         }
-        lock.locked { retransmissions += 1 }
+        resent.add(1, ordering: .relaxed)
         log("chunk \(index) arrived damaged at \(connection.peerName); sent it again")
         try connection.sendChunk(ChunkHeader(index: UInt64(index), flags: [.resent], digest: digest, rawLength: UInt32(n),
                                              offset: UInt64(index) * UInt64(source.chunkSize)),

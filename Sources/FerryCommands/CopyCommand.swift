@@ -68,52 +68,49 @@ struct CopyCommand: ParsableCommand {
 
     @OptionGroup var remote: RemoteOptions
 
-    func run() throws {
-        try reporting {
-            var options = CopyOptions()
-            options.chunkSize = try parseChunkSize(chunkSize)
-            guard let cp = ChunkGeometry.parseSize(checkpoint), cp > 0 else {
-                throw FerryError(.usage, "cannot read --checkpoint '\(checkpoint)'", hint: "e.g. --checkpoint 256M")
-            }
-            options.checkpointBytes = cp
-            options.asIs = asIs
-            options.writeZeros = writeZeros
-            options.resume = resume
-            if let compress, !(1...19).contains(compress) {
-                throw FerryError(.usage, "--compress level \(compress) is out of range", hint: "zstd levels 1 (fast) to 19")
-            }
-            options.compressLevel = compress
-            let src = Location.parse(source)
-            let dst = Location.parse(destination)
-            if src.isRemote && dst.isRemote {
-                throw FerryError(.usage, "both SRC and DST are remote; one end must be on this host",
-                                 hint: "run ferry on one of the two hosts")
-            }
-            let ledger = try ledgerOptions.open()
-            let meter = ProgressMeter(style: progress, total: try? sizeHint(src), label: "copy")
-            meter.start()
-            let report: CopyReport
-            do {
-                if src.isRemote || dst.isRemote {
-                    report = try RemoteCopy.run(source: src, destination: dst, options: options, ledger: ledger,
-                                                remote: remote.settings, progress: meter.counter)
-                } else {
-                    report = try LocalCopy.run(source: src.path, destination: dst.path, options: options, ledger: ledger,
-                                               progress: meter.counter)
-                }
-            } catch {
-                meter.finish()
-                throw error
-            }
-            meter.finish()
-            let print: (String) -> Void = dst == .local("-") ? Output.stderr : Output.stdout
-            if json {
-                print(Output.json(report))
-            } else {
-                print(Self.summary(report))
-            }
-            return report.digestsMatch ? .ok : .corrupt
+    func run() throws { try reporting(copy) }
+
+    private func copy() throws -> ExitStatus {
+        var options = CopyOptions()
+        options.chunkSize = try parseChunkSize(chunkSize)
+        guard let cp = ChunkGeometry.parseSize(checkpoint), cp > 0 else {
+            throw FerryError(.usage, "cannot read --checkpoint '\(checkpoint)'", hint: "e.g. --checkpoint 256M")
         }
+        options.checkpointBytes = cp
+        options.asIs = asIs
+        options.writeZeros = writeZeros
+        options.resume = resume
+        if let compress, !(1...19).contains(compress) {
+            throw FerryError(.usage, "--compress level \(compress) is out of range", hint: "zstd levels 1 (fast) to 19")
+        }
+        options.compressLevel = compress
+        let src = Location.parse(source)
+        let dst = Location.parse(destination)
+        if src.isRemote && dst.isRemote {
+            throw FerryError(.usage, "both SRC and DST are remote; one end must be on this host",
+                             hint: "run ferry on one of the two hosts")
+        }
+        let ledger = try ledgerOptions.open()
+        let meter = ProgressMeter(style: progress, total: try? sizeHint(src), label: "copy")
+        meter.start()
+        let report: CopyReport
+        do {
+            if src.isRemote || dst.isRemote {
+                report = try RemoteCopy.run(source: src, destination: dst, options: options, ledger: ledger,
+                                            remote: remote.settings, progress: meter.counter)
+            } else {
+                report = try LocalCopy.run(source: src.path, destination: dst.path, options: options, ledger: ledger,
+                                           progress: meter.counter)
+            }
+        } catch {
+            meter.finish()
+            throw error
+        }
+        meter.finish()
+        // When the image goes to stdout, the summary goes to stderr.
+        let text = json ? Output.json(report) : Self.summary(report)
+        if dst == .local("-") { Output.stderr(text) } else { Output.stdout(text) }
+        return report.digestsMatch ? .ok : .corrupt
     }
 
     /// The source size for the progress bar, when it can be known without reading.

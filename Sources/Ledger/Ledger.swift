@@ -62,9 +62,9 @@ public final class Ledger {
     }
 
     public static func hostname() -> String {
-        var buf = [CChar](repeating: 0, count: 256)
+        var buf = [UInt8](repeating: 0, count: 256)
         gethostname(&buf, 255)
-        return String(cString: buf)
+        return String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
     }
 
     private func scalar(_ sql: String) throws -> Int64 {
@@ -114,7 +114,7 @@ public final class Ledger {
         while true {
             do {
                 return try body()
-            } catch let e as FerryError where e.message.contains("locked") || e.message.contains("busy") {
+            } catch let e as FerryError where e.isBusy {
                 if monotonicSeconds() > deadline { throw e }
                 usleep(20_000)
             }
@@ -125,23 +125,24 @@ public final class Ledger {
         var t = time(nil)
         var tm = tm()
         gmtime_r(&t, &tm)
-        var buf = [CChar](repeating: 0, count: 32)
-        strftime(&buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm)
-        return String(cString: buf)
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: 32) { strftime($0, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) }
+        }
+        return String(decoding: buf.prefix(n), as: UTF8.self)
     }
 
     // MARK: Images
 
     public func createImage(_ new: NewImage) throws -> Int64 {
         try db.transaction {
-            try db.prepare("""
+            let id = try db.prepare("""
                 INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                """).run([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
+                VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id
+                """).insert([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
                           .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
                           .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
                           .text(Self.now()), new.options.map { .text($0) } ?? .null])
-            let id = db.lastInsertRowID
             let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
             for name in Set(new.identity.names) {
                 try names.run([.text(name), .int(id)])
@@ -260,9 +261,8 @@ public final class Ledger {
     // MARK: Runs and findings
 
     public func startRun(image: Int64, kind: String) throws -> Int64 {
-        try db.prepare("INSERT INTO runs(image_id, kind, started_at) VALUES (?,?,?)")
-            .run([.int(image), .text(kind), .text(Self.now())])
-        return db.lastInsertRowID
+        try db.prepare("INSERT INTO runs(image_id, kind, started_at) VALUES (?,?,?) RETURNING id")
+            .insert([.int(image), .text(kind), .text(Self.now())])
     }
 
     public struct RunEnd: Sendable {

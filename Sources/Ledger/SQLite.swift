@@ -1,13 +1,17 @@
 import CSQLite
 import Chunks
 import Glibc
+import Synchronization
 
 /// A SQLite connection. Owns the handle; extended result codes and a busy timeout are on from
 /// the start. Nothing outside this file sees an `OpaquePointer`.
 final class SQLiteConnection {
     private var handle: OpaquePointer?
     let path: String
-    private var txLock = pthread_mutex_t()
+    /// Transactions from several threads (a sender's acknowledgement reader and its sink) take
+    /// turns on the one connection. Not recursive: a nested transaction is a bug, caught below.
+    private let txLock = Mutex(())
+    private let txOwner = Atomic<UInt>(0)
 
     init(path: String) throws {
         self.path = path
@@ -17,12 +21,8 @@ final class SQLiteConnection {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "code \(rc)"
             sqlite3_close(handle)
             throw FerryError(.ledger, "cannot open ledger \(path): \(msg)",
-                             hint: "check the path and its permissions, or pass --ledger PATH")
+                             hint: "check the path and its permissions, or pass --ledger PATH", cause: .sqlite(rc))
         }
-        var attr = pthread_mutexattr_t()
-        pthread_mutexattr_init(&attr)
-        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_RECURSIVE))
-        pthread_mutex_init(&txLock, &attr)
         sqlite3_extended_result_codes(handle, 1)
         sqlite3_busy_timeout(handle, 15_000)
     }
@@ -33,13 +33,13 @@ final class SQLiteConnection {
         let msg = String(cString: sqlite3_errmsg(handle))
         if rc & 0xff == SQLITE_NOTADB {
             return FerryError(.ledger, "\(path) is not a ferry ledger (not an SQLite database)",
-                              hint: "move it aside or pass --ledger PATH to use another ledger")
+                              hint: "move it aside or pass --ledger PATH to use another ledger", cause: .sqlite(rc))
         }
         if rc & 0xff == SQLITE_READONLY || rc & 0xff == SQLITE_CANTOPEN {
             return FerryError(.ledger, "ledger \(path): \(msg)",
-                              hint: "check the permissions of the ledger and its folder")
+                              hint: "check the permissions of the ledger and its folder", cause: .sqlite(rc))
         }
-        return FerryError(.ledger, "ledger \(path): \(what): \(msg)")
+        return FerryError(.ledger, "ledger \(path): \(what): \(msg)", cause: .sqlite(rc))
     }
 
     func execute(_ sql: String) throws {
@@ -59,22 +59,28 @@ final class SQLiteConnection {
         return Statement(stmt, connection: self)
     }
 
-    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
-
     /// Runs `body` in one IMMEDIATE transaction: all of it lands, or none of it. Transactions from
     /// several threads (a sender's acknowledgement reader and its sink) take turns.
     func transaction<T>(_ body: () throws -> T) throws -> T {
-        pthread_mutex_lock(&txLock)
-        defer { pthread_mutex_unlock(&txLock) }
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let r = try body()
-            try execute("COMMIT")
-            return r
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
+        let me = UInt(pthread_self())
+        precondition(txOwner.load(ordering: .relaxed) != me, "nested ledger transaction")
+        var outcome: Result<T, any Error>!
+        txLock.withLock { _ in
+            txOwner.store(me, ordering: .relaxed)
+            defer { txOwner.store(0, ordering: .relaxed) }
+            outcome = Result {
+                try execute("BEGIN IMMEDIATE")
+                do {
+                    let r = try body()
+                    try execute("COMMIT")
+                    return r
+                } catch {
+                    try? execute("ROLLBACK")
+                    throw error
+                }
+            }
         }
+        return try outcome.get()
     }
 }
 
@@ -94,20 +100,28 @@ final class Statement {
         case int(Int64), text(String), blob([UInt8]), null
     }
 
-    @discardableResult
-    func bind(_ values: [Value]) -> Statement {
-        sqlite3_reset(stmt)
+    /// An earlier step failed and was reported; reset then repeats that code, which says nothing new.
+    private var stepFailed = false
+
+    func bind(_ values: [Value]) throws {
+        let reset = sqlite3_reset(stmt)
+        if reset != SQLITE_OK && !stepFailed { throw connection.error(reset, "reset") }
+        stepFailed = false
         sqlite3_clear_bindings(stmt)
+        guard sqlite3_bind_parameter_count(stmt) == Int32(values.count) else {
+            throw FerryError(.ledger, "ledger \(connection.path): a statement takes \(sqlite3_bind_parameter_count(stmt)) values, given \(values.count)")
+        }
         for (i, v) in values.enumerated() {
             let at = Int32(i + 1)
+            let rc: Int32
             switch v {
-            case .int(let n): sqlite3_bind_int64(stmt, at, n)
-            case .text(let s): sqlite3_bind_text(stmt, at, s, -1, csqlite_transient())
-            case .blob(let b): b.withUnsafeBytes { _ = sqlite3_bind_blob(stmt, at, $0.baseAddress, Int32(b.count), csqlite_transient()) }
-            case .null: sqlite3_bind_null(stmt, at)
+            case .int(let n): rc = sqlite3_bind_int64(stmt, at, n)
+            case .text(let s): rc = sqlite3_bind_text(stmt, at, s, -1, csqlite_transient())
+            case .blob(let b): rc = b.withUnsafeBytes { sqlite3_bind_blob(stmt, at, $0.baseAddress, Int32(b.count), csqlite_transient()) }
+            case .null: rc = sqlite3_bind_null(stmt, at)
             }
+            guard rc == SQLITE_OK else { throw connection.error(rc, "bind value \(at)") }
         }
-        return self
     }
 
     /// Steps once; true when a row is available.
@@ -115,16 +129,27 @@ final class Statement {
         let rc = sqlite3_step(stmt)
         if rc == SQLITE_ROW { return true }
         if rc == SQLITE_DONE { return false }
+        stepFailed = true
         throw connection.error(rc, "step")
     }
 
     func run(_ values: [Value] = []) throws {
-        bind(values)
+        try bind(values)
         while try step() {}
     }
 
+    /// Runs an `INSERT ... RETURNING id` and gives the new row's id: read in the same step, so
+    /// no other insert on this connection can come between.
+    func insert(_ values: [Value]) throws -> Int64 {
+        try bind(values)
+        guard try step() else { throw FerryError(.ledger, "ledger \(connection.path): an insert returned no row id") }
+        let id = int(0)
+        while try step() {}
+        return id
+    }
+
     func rows<T>(_ values: [Value] = [], _ map: (Statement) throws -> T) throws -> [T] {
-        bind(values)
+        try bind(values)
         var out: [T] = []
         while try step() { out.append(try map(self)) }
         return out
@@ -146,5 +171,13 @@ final class Statement {
     func digest(_ col: Int32) -> Digest? {
         guard let p = sqlite3_column_blob(stmt, col), sqlite3_column_bytes(stmt, col) == 32 else { return nil }
         return Digest(bytes: UnsafeRawBufferPointer(start: p, count: 32))
+    }
+}
+
+extension FerryError {
+    /// The ledger was locked by another connection for longer than the busy timeout allowed.
+    var isBusy: Bool {
+        guard case .sqlite(let rc)? = cause else { return false }
+        return rc & 0xff == SQLITE_BUSY || rc & 0xff == SQLITE_LOCKED
     }
 }

@@ -2,6 +2,7 @@ import Chunks
 import Foundation
 import Glibc
 import Wire
+import Synchronization
 
 /// The far `ferry serve`, started through the remote shell (ssh) as a child process whose
 /// stdin/stdout carry the frames. Its stderr is shown here line by line as "remote: ...", and
@@ -12,11 +13,14 @@ public final class RemoteShell {
     public let connection: Connection
     let pid: pid_t
     private let stderrFD: Int32
-    private let lock = NSLockish()
-    private var lastLines: [String] = []
-    private var exitStatus: Int32?
+    /// Shared by the caller's thread and the stderr forwarder.
+    private struct Shared {
+        var lastLines: [String] = []
+        var exitStatus: Int32?
+        var outputClosed = false
+    }
+    private let shared = Mutex(Shared())
     private let stderrDone = DispatchSemaphore(value: 0)
-    private var outputClosed = false
 
     /// The far ferry binary as the command line names it.
     let remoteFerry: String
@@ -49,8 +53,8 @@ public final class RemoteShell {
         stderrFD = errChild[0]
         connection = Connection(input: fromChild[0], output: toChild[1], peerName: "\(argv[0]) \(host)")
         connection.onClosed = { [weak self] in self?.deathReport() ?? FerryError(.remote, "the remote side closed the connection") }
-        let t = Thread { [self] in forwardStderr() }
-        t.start()
+        // Shares only `shared` (behind its mutex) and the stderr descriptor, which it alone reads.
+        _ = Worker<Void>(name: "ferry.remote-stderr") { [self] in forwardStderr() }
     }
 
     deinit {
@@ -59,9 +63,9 @@ public final class RemoteShell {
     }
 
     private func closeOutput() {
-        let wasClosed = lock.locked { () -> Bool in
-            defer { outputClosed = true }
-            return outputClosed
+        let wasClosed = shared.withLock { s -> Bool in
+            defer { s.outputClosed = true }
+            return s.outputClosed
         }
         if !wasClosed { close(connection.output) }
     }
@@ -93,9 +97,9 @@ public final class RemoteShell {
     private func emit(_ raw: String) {
         // ssh ends some of its messages with CR LF.
         let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : raw
-        lock.locked {
-            lastLines.append(line)
-            if lastLines.count > 5 { lastLines.removeFirst() }
+        shared.withLock { s in
+            s.lastLines.append(line)
+            if s.lastLines.count > 5 { s.lastLines.removeFirst() }
         }
         FileHandle.standardError.write(("remote: " + line + "\n").data(using: .utf8)!)
     }
@@ -103,12 +107,12 @@ public final class RemoteShell {
     /// Waits for the child to exit (at most `seconds`), returning its wait status.
     @discardableResult
     public func wait(seconds: Double = 10) -> Int32? {
-        if let s = lock.locked({ exitStatus }) { return s }
+        if let s = shared.withLock({ $0.exitStatus }) { return s }
         let deadline = monotonicSeconds() + seconds
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { lock.locked { exitStatus = status }; return status }
+            if r == pid { shared.withLock { $0.exitStatus = status }; return status }
             if r < 0 { return nil }
             if monotonicSeconds() > deadline { return nil }
             usleep(20_000)
@@ -129,7 +133,7 @@ public final class RemoteShell {
     func deathReport() -> FerryError {
         let status = wait(seconds: 3)
         _ = stderrDone.wait(timeout: .now() + 1)
-        let said = lock.locked { lastLines.last(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) }
+        let said = shared.withLock { $0.lastLines.last(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) }
         var msg = "the connection to \(host) closed"
         if let status {
             if status & 0x7f == 0 { msg += ": \(argv[0]) exited with status \((status >> 8) & 0xff)" }

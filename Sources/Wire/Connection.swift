@@ -1,5 +1,6 @@
 import Chunks
 import Glibc
+import Synchronization
 
 /// A framed, bidirectional byte stream over two file descriptors (ssh's stdin/stdout, or ours
 /// when serving). Sending is thread-safe (a sender's data and a receiver's acknowledgements share
@@ -12,7 +13,8 @@ public final class Connection {
     /// The largest frame body accepted: a 256 MiB chunk plus its header.
     public static let maxFrame = (256 << 20) + 4096
 
-    private let sendLock = NSLockish()
+    /// Sends from several threads (a sender's data and its acknowledgements) take turns.
+    private let sendLock = Mutex(())
     private let inbox = AlignedBuffer(capacity: 256 << 10)
     private var inStart = 0
     private var inEnd = 0
@@ -33,7 +35,7 @@ public final class Connection {
         var head = [UInt8]()
         head.appendBE(UInt32(body.count + 1))
         head.append(type.rawValue)
-        try sendLock.locked {
+        try sendLock.withLock { _ in
             try head.withUnsafeBytes { h in
                 try body.withUnsafeBytes { b in try writeAll([h, b]) }
             }
@@ -47,7 +49,7 @@ public final class Connection {
         head.appendBE(UInt32(1 + ChunkHeader.size + payload.count))
         head.append(FrameType.chunk.rawValue)
         header.encode(into: &head)
-        try sendLock.locked {
+        try sendLock.withLock { _ in
             try head.withUnsafeBytes { h in try writeAll([h, payload]) }
         }
     }

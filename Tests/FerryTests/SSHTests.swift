@@ -120,8 +120,9 @@ struct SSHDUnavailable: Error { var reason: String }
 
 /// Copies and verifies over real ssh to a private sshd on 127.0.0.1.
 final class SSHTests: FerryTestCase {
-    private static var sshd: PrivateSSHD?
-    private static var unavailable: String?
+    // One sshd for the whole class; XCTest runs a class's tests one after another on one thread.
+    nonisolated(unsafe) private static var sshd: PrivateSSHD?
+    nonisolated(unsafe) private static var unavailable: String?
 
     override class func tearDown() {
         sshd?.stop()

@@ -75,39 +75,30 @@ public enum LocalResend {
             close(fds[0]); close(fds[1])
             throw error
         }
-        // The source side's error, written on its thread and read here only after `done`.
-        let sourceError = SourceSideError()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
+        // The source side owns `supplier` and its end of the socket pair; the two sides share
+        // nothing else and talk only through the socket.
+        let sourceThread = Worker<Void>(name: "ferry.resend-source") {
             do { _ = try supplier.serve() } catch {
-                sourceError.set(error)
                 if let e = error as? FerryError { sourceSide.sendError(e) }
+                throw error
             }
-            done.signal()
         }
-        thread.start()
         let result: ResendResult
         do {
             result = try target.drive(destSide, log: log, progress: progress)
         } catch {
             shutdown(fds[0], Int32(SHUT_RDWR))
-            done.wait()
+            let sourceOutcome = sourceThread.result()
             close(fds[0]); close(fds[1])
-            throw sourceError.value ?? error
+            if case .failure(let e) = sourceOutcome { throw e }
+            throw error
         }
-        done.wait()
+        let sourceOutcome = sourceThread.result()
         close(fds[0]); close(fds[1])
-        if let e = sourceError.value { throw e }
+        if case .failure(let e) = sourceOutcome { throw e }
         return ResendReport(source: source, destination: destination, plan: target.plan, result: result,
                             bytesRead: supplier.bytesRead, bytesSent: destSide.bytesReceived, verify: target.verifyReport,
                             seconds: monotonicSeconds() - started)
     }
 }
 
-/// The first error of a resend's source-side thread, guarded by a lock.
-final class SourceSideError: @unchecked Sendable {
-    private let lock = NSLockish()
-    private var error: Error?
-    func set(_ e: Error) { lock.locked { if error == nil { error = e } } }
-    var value: Error? { lock.locked { error } }
-}
