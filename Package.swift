@@ -24,18 +24,24 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["CSQLite", "Chunks"]),
         // Wire protocol: frames, codec, handshake; the only importer of CZstd.
         .target(name: "Wire", dependencies: ["Chunks", "CZstd"]),
-        // Copy engine (local and remote ends), resume, and resend (Copy/Resend).
-        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire", "Verify"]),
+        // Copy engine: read once, hash, send or write, record; resume points; both wire ends.
+        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire"]),
         // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
         .target(name: "Verify", dependencies: ["Chunks", "Ledger"]),
-        // The ssh peer: spawning the far `ferry serve`, and the serve side itself.
-        .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify"]),
+        // Resend: plan from a verify, move only the differing sub-blocks, read the repair back.
+        .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify"]),
+        // The ssh peer: Transport (the remote shell), Client (one call per operation), Server
+        // (`ferry serve` and its dispatch).
+        .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "Resend"]),
         // Command-line commands (a library so tests can import it).
         .target(name: "FerryCommands", dependencies: [
-            "Chunks", "Ledger", "Copy", "Verify", "Peer",
+            "Chunks", "Ledger", "Copy", "Verify", "Resend", "Peer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ferry", dependencies: ["FerryCommands"]),
+        // Behaviour tests: the real binary against real files, devices, sshd and ledgers.
         .testTarget(name: "FerryTests", dependencies: ["Chunks", "Ledger", "Wire", "Peer", "FerryCommands"]),
+        // Unit tests of the pure parts: the frame parser (from fixtures), codecs, plans, parsing.
+        .testTarget(name: "UnitTests", dependencies: ["Chunks", "Wire", "Copy", "Verify", "Resend", "Peer"]),
     ]
 )

@@ -98,7 +98,7 @@ public final class DestinationWriter {
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer, options: options))
         imageId = id
         recorder = ChunkRecorder(ledger: ledger, image: id)
-        copyRun = try ledger.startRun(image: id, kind: "copy")
+        copyRun = try ledger.startRun(image: id, kind: .copy)
     }
 
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
@@ -106,7 +106,7 @@ public final class DestinationWriter {
         let r = ChunkRecorder(ledger: ledger, image: image)
         try r.restore(upTo: n)
         recorder = r
-        copyRun = try ledger.startRun(image: image, kind: "copy")
+        copyRun = try ledger.startRun(image: image, kind: .copy)
     }
 
     /// Writes one chunk at its offset (streams: appended) and records its hash.

@@ -64,12 +64,12 @@ public enum LocalCopy {
         let srcRoot = try source.complete(ledger: ledger, size: size, digest: digest)
         let dstRoot = try dest.complete(ledger: ledger, size: size, digest: digest)
         // One copy run per end, so `ferry ledger show` of either image tells how it came to be.
-        let detail = "{\"transferId\":\"\(transferId)\",\"resumedFrom\":\(startIndex)}"
+        let detail = CopyRunDetail(transferId: transferId, resumedFrom: startIndex).json
         if let srcRun = source.copyRun, let dstRun = dest.copyRun, let srcID = source.imageId, let dstID = dest.imageId {
             try ledger.finishRun(srcRun, image: srcID, Ledger.RunEnd(
-                result: "ok", bytesRead: source.bytesRead, readMode: source.file.mode.rawValue, detail: detail))
+                result: .ok, bytesRead: source.bytesRead, readMode: source.file.mode.rawValue, detail: detail))
             try ledger.finishRun(dstRun, image: dstID, Ledger.RunEnd(
-                result: srcRoot == dstRoot ? "ok" : "mismatch", bytesWritten: dest.bytesWritten,
+                result: srcRoot == dstRoot ? .ok : .mismatch, bytesWritten: dest.bytesWritten,
                 readMode: dest.file?.mode.rawValue, detail: detail))
         }
         let chunks = ChunkGeometry(size: size, chunkSize: chunkSize).count

@@ -30,7 +30,7 @@ public final class SourceReader {
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer))
         imageId = id
         recorder = ChunkRecorder(ledger: ledger, image: id)
-        copyRun = try ledger.startRun(image: id, kind: "copy")
+        copyRun = try ledger.startRun(image: id, kind: .copy)
     }
 
     /// Re-attaches to an unfinished source record whose chunks [0, n) are recorded.
@@ -39,7 +39,7 @@ public final class SourceReader {
         let r = ChunkRecorder(ledger: ledger, image: image)
         try r.restore(upTo: n)
         recorder = r
-        copyRun = try ledger.startRun(image: image, kind: "copy")
+        copyRun = try ledger.startRun(image: image, kind: .copy)
     }
 
     /// Fills `slot` with the chunk at its index. Returns 0 at the end of the source.

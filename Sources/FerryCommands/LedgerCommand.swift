@@ -81,7 +81,7 @@ struct LedgerCommand: ParsableCommand {
                     "  path        \(image.path)",
                     "  canonical   \(image.canonical)",
                     "  host        \(image.host)",
-                    "  kind        \(image.kind)",
+                    "  kind        \(image.kind.rawValue)",
                     "  size        \(image.size.map { "\($0) bytes (\(Output.bytes($0)))" } ?? "unknown")",
                     "  chunk size  \(image.chunkSize) (\(image.chunkCount.map(String.init) ?? "?") chunks, \(image.zeroChunks) zero)",
                     "  sha256      \(image.sha256 ?? "-")",
@@ -95,12 +95,12 @@ struct LedgerCommand: ParsableCommand {
                 if image.names.count > 1 { lines.append("  names       " + image.names.joined(separator: "\n              ")) }
                 for r in runs {
                     var parts: [String] = []
-                    if r.run.bytesRead > 0 || r.run.kind == "verify" {
+                    if r.run.bytesRead > 0 || r.run.kind == .verify {
                         parts.append("read \(Output.bytes(r.run.bytesRead))" + (r.run.readMode.map { " (\($0))" } ?? ""))
                     }
                     if r.run.bytesWritten > 0 { parts.append("wrote \(Output.bytes(r.run.bytesWritten))") }
                     if r.run.bytesSent > 0 { parts.append("sent \(Output.bytes(r.run.bytesSent))") }
-                    lines.append("run \(r.run.id): \(r.run.kind) \(r.run.result), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)")"
+                    lines.append("run \(r.run.id): \(r.run.kind.rawValue) \(r.run.result.rawValue), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)")"
                         + (parts.isEmpty ? "" : ", " + parts.joined(separator: ", ")))
                     for f in r.findings {
                         lines.append("  \(f.kind.rawValue): bytes \(f.offset)+\(f.length), chunks \(f.firstChunk)-\(f.lastChunk)"

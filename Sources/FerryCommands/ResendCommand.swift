@@ -4,6 +4,7 @@ import Copy
 import Foundation
 import Ledger
 import Peer
+import Resend
 
 struct ResendCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -69,7 +69,7 @@ struct VerifyCommand: ParsableCommand {
                 report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter)
             }
             Output.stdout(json ? Output.json(report) : Self.summary(report))
-            return report.status == "ok" ? .ok : .corrupt
+            return report.status == .ok ? .ok : .corrupt
         }
     }
 
@@ -92,10 +92,10 @@ struct VerifyCommand: ParsableCommand {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
         }
-        let verdict = r.status == "ok" ? "OK" : "CORRUPT"
+        let verdict = r.status == .ok ? "OK" : "CORRUPT"
         lines.append("\(verdict): \(name): \(r.chunks - r.badChunks) of \(r.chunks) chunks match image \(r.imageId) "
             + "(\(Output.bytes(r.bytesRead)) read \(r.readMode) in \(String(format: "%.1f", r.seconds)) s, \(Output.rate(r.bytesRead, r.seconds)))")
-        if r.status != "ok" {
+        if r.status != .ok {
             lines.append("repair with: ferry resend SRC \(name)")
         }
         return lines.joined(separator: "\n")

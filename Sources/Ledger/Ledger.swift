@@ -220,8 +220,8 @@ public final class Ledger {
         return try s.rows(args) { r in
             let id = r.int(0)
             return ImageRecord(
-                id: id, role: ImageRole(rawValue: r.text(1) ?? "") ?? .destination, path: r.text(2) ?? "",
-                canonical: r.text(3) ?? "", kind: r.text(4) ?? "", host: r.text(5) ?? "",
+                id: id, role: try column(r.text(1), "role of image \(id)"), path: r.text(2) ?? "",
+                canonical: r.text(3) ?? "", kind: try column(r.text(4), "kind of image \(id)"), host: r.text(5) ?? "",
                 size: r.optionalInt(6).map { UInt64($0) }, chunkSize: Int(r.int(7)), sha256: r.text(8),
                 listRoot: r.text(9), chunkCount: r.optionalInt(10).map { Int($0) }, zeroChunks: Int(r.int(11)),
                 complete: r.int(12) != 0, transferId: r.text(13) ?? "", peerImageId: r.optionalInt(14),
@@ -254,25 +254,45 @@ public final class Ledger {
     /// All chunk hashes of an image, in order.
     public func chunks(image: Int64) throws -> [ChunkRow] {
         try db.prepare("SELECT idx, sha256, zero FROM chunks WHERE image_id = ? ORDER BY idx").rows([.int(image)]) {
-            ChunkRow(index: Int($0.int(0)), digest: $0.digest(1) ?? .zero, zero: $0.int(2) != 0)
+            try chunkRow($0, image: image)
         }
+    }
+
+    /// A chunk row whose hash is not 32 bytes is damage, not a hash of zero.
+    func chunkRow(_ r: Statement, image: Int64) throws -> ChunkRow {
+        let index = Int(r.int(0))
+        guard let digest = r.digest(1) else {
+            throw FerryError(.ledger, "ledger \(path): chunk \(index) of image \(image) has no valid SHA-256",
+                             hint: "the ledger was damaged or edited; it cannot vouch for this image")
+        }
+        return ChunkRow(index: index, digest: digest, zero: r.int(2) != 0)
+    }
+
+    /// A text column that must hold one of an enum's values: anything else is a damaged ledger,
+    /// never a silent default.
+    func column<T: RawRepresentable>(_ raw: String?, _ what: String) throws -> T where T.RawValue == String {
+        guard let raw, let value = T(rawValue: raw) else {
+            throw FerryError(.ledger, "ledger \(path): the \(what) is '\(raw ?? "NULL")', which this ferry does not know",
+                             hint: "the ledger was damaged, edited, or written by a newer ferry")
+        }
+        return value
     }
 
     // MARK: Runs and findings
 
-    public func startRun(image: Int64, kind: String) throws -> Int64 {
+    public func startRun(image: Int64, kind: RunKind) throws -> Int64 {
         try db.prepare("INSERT INTO runs(image_id, kind, started_at) VALUES (?,?,?) RETURNING id")
-            .insert([.int(image), .text(kind), .text(Self.now())])
+            .insert([.int(image), .text(kind.rawValue), .text(Self.now())])
     }
 
     public struct RunEnd: Sendable {
-        public var result: String
+        public var result: RunResult
         public var bytesRead: UInt64 = 0
         public var bytesWritten: UInt64 = 0
         public var bytesSent: UInt64 = 0
         public var readMode: String?
         public var detail: String?
-        public init(result: String, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0, bytesSent: UInt64 = 0,
+        public init(result: RunResult, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0, bytesSent: UInt64 = 0,
                     readMode: String? = nil, detail: String? = nil) {
             (self.result, self.bytesRead, self.bytesWritten, self.bytesSent) = (result, bytesRead, bytesWritten, bytesSent)
             (self.readMode, self.detail) = (readMode, detail)
@@ -285,7 +305,7 @@ public final class Ledger {
             try db.prepare("""
                 UPDATE runs SET ended_at = ?, result = ?, bytes_read = ?, bytes_written = ?, bytes_sent = ?,
                   read_mode = ?, detail = ? WHERE id = ?
-                """).run([.text(Self.now()), .text(end.result), .int(Int64(end.bytesRead)), .int(Int64(end.bytesWritten)),
+                """).run([.text(Self.now()), .text(end.result.rawValue), .int(Int64(end.bytesRead)), .int(Int64(end.bytesWritten)),
                           .int(Int64(end.bytesSent)), end.readMode.map { .text($0) } ?? .null,
                           end.detail.map { .text($0) } ?? .null, .int(run)])
             let s = try db.prepare("""
@@ -305,8 +325,9 @@ public final class Ledger {
             SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail
             FROM runs WHERE image_id = ? ORDER BY id
             """).rows([.int(image)]) { r in
-            RunRecord(id: r.int(0), imageId: r.int(1), kind: r.text(2) ?? "", startedAt: r.text(3) ?? "",
-                      endedAt: r.text(4), result: r.text(5) ?? "", bytesRead: UInt64(r.int(6)),
+            RunRecord(id: r.int(0), imageId: r.int(1), kind: try column(r.text(2), "kind of run \(r.int(0))"),
+                      startedAt: r.text(3) ?? "",
+                      endedAt: r.text(4), result: try column(r.text(5), "result of run \(r.int(0))"), bytesRead: UInt64(r.int(6)),
                       bytesWritten: UInt64(r.int(7)), bytesSent: UInt64(r.int(8)), readMode: r.text(9), detail: r.text(10))
         }
     }
@@ -316,7 +337,7 @@ public final class Ledger {
             SELECT id, kind, first_chunk, last_chunk, offset, length, detail, repaired_by FROM findings
             WHERE run_id = ? ORDER BY first_chunk
             """).rows([.int(run)]) { r in
-            var f = Finding(kind: Finding.Kind(rawValue: r.text(1) ?? "") ?? .corrupt, firstChunk: Int(r.int(2)),
+            var f = Finding(kind: try column(r.text(1), "kind of finding \(r.int(0))"), firstChunk: Int(r.int(2)),
                             lastChunk: Int(r.int(3)), offset: UInt64(r.int(4)), length: UInt64(r.int(5)), detail: r.text(6))
             f.id = r.int(0)
             f.repairedBy = r.optionalInt(7)
@@ -326,7 +347,7 @@ public final class Ledger {
 
     /// The latest finished verify run of an image, with its findings.
     public func latestVerify(image: Int64) throws -> (run: RunRecord, findings: [Finding])? {
-        guard let run = try runs(image: image).last(where: { $0.kind == "verify" && $0.endedAt != nil }) else { return nil }
+        guard let run = try runs(image: image).last(where: { $0.kind == .verify && $0.endedAt != nil }) else { return nil }
         return (run, try findings(run: run.id))
     }
 
@@ -342,9 +363,7 @@ extension Ledger {
     /// One chunk's recorded hash.
     public func chunk(image: Int64, index: Int) throws -> ChunkRow? {
         let s = try db.prepare("SELECT idx, sha256, zero FROM chunks WHERE image_id = ? AND idx = ?")
-        return try s.rows([.int(image), .int(Int64(index))]) {
-            ChunkRow(index: Int($0.int(0)), digest: $0.digest(1) ?? .zero, zero: $0.int(2) != 0)
-        }.first
+        return try s.rows([.int(image), .int(Int64(index))]) { try chunkRow($0, image: image) }.first
     }
 }
 

@@ -1,6 +1,48 @@
 import Chunks
+import Foundation
 
 public enum ImageRole: String, Codable, Sendable { case source, destination }
+
+/// What a run did to an image.
+public enum RunKind: String, Codable, Sendable { case copy, verify, resend }
+
+/// How a run ended, as the ledger records it (`running` until it ends).
+public enum RunResult: String, Codable, Sendable {
+    case running
+    /// copy: both ends' digests agree; verify: every chunk matched.
+    case ok
+    /// copy: the two ends' digests differ.
+    case mismatch
+    /// verify: some chunks differ from the ledger, or the size changed.
+    case corrupt
+    /// resend: every planned chunk now matches.
+    case repaired
+    /// resend: the source refused some chunks (it no longer holds what was copied).
+    case refused
+    /// resend: some chunks are still wrong after the retries.
+    case unrepairable
+}
+
+/// What a copy run records as its detail: how the transfer went.
+public struct CopyRunDetail: Codable, Sendable, Equatable {
+    public var transferId: String
+    public var resumedFrom: Int
+    public var retransmissions: Int?
+    public var zeroFrames: Int?
+    /// The other end's whole-image SHA-256 (remote copies).
+    public var farSha256: String?
+    public init(transferId: String, resumedFrom: Int, retransmissions: Int? = nil, zeroFrames: Int? = nil, farSha256: String? = nil) {
+        (self.transferId, self.resumedFrom, self.retransmissions, self.zeroFrames, self.farSha256) =
+            (transferId, resumedFrom, retransmissions, zeroFrames, farSha256)
+    }
+
+    /// The JSON text stored in the run's `detail` column.
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
 
 /// One end of one copy, as the ledger knows it.
 public struct ImageRecord: Codable, Sendable {
@@ -8,7 +50,7 @@ public struct ImageRecord: Codable, Sendable {
     public var role: ImageRole
     public var path: String
     public var canonical: String
-    public var kind: String
+    public var kind: ImageKind
     public var host: String
     public var size: UInt64?
     public var chunkSize: Int
@@ -47,10 +89,10 @@ public struct NewImage: Sendable {
 public struct RunRecord: Codable, Sendable {
     public var id: Int64
     public var imageId: Int64
-    public var kind: String
+    public var kind: RunKind
     public var startedAt: String
     public var endedAt: String?
-    public var result: String
+    public var result: RunResult
     public var bytesRead: UInt64
     public var bytesWritten: UInt64
     public var bytesSent: UInt64

@@ -22,7 +22,7 @@ public enum Verifier {
         guard file.kind != .stream else {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
-        let run = try ledger.startRun(image: record.id, kind: "verify")
+        let run = try ledger.startRun(image: record.id, kind: .verify)
         // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
         // O_DIRECT and still serve from the cache), so every byte compared comes from the medium.
         file.dropCache()
@@ -104,9 +104,9 @@ public enum Verifier {
                                     offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
                                     detail: "expected \(expectedSize) bytes, found \(actualSize)"))
         }
-        let status = corrupt.isEmpty && !sizeChanged ? "ok" : "corrupt"
+        let status: VerifyStatus = corrupt.isEmpty && !sizeChanged ? .ok : .corrupt
         try ledger.finishRun(run, image: record.id,
-                             Ledger.RunEnd(result: status, bytesRead: bytesRead, readMode: file.mode.rawValue),
+                             Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.mode.rawValue),
                              findings: findings)
         return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                             expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,

@@ -13,6 +13,17 @@ public struct BadRange: Codable, Sendable, Equatable {
     }
 }
 
+/// A verify's verdict.
+public enum VerifyStatus: String, Codable, Sendable {
+    /// Every chunk read back matched the ledger, and the size is as recorded.
+    case ok
+    /// Some chunks differ or could not be read, or the size changed.
+    case corrupt
+
+    /// How the ledger records a verify run with this verdict.
+    public var runResult: RunResult { self == .ok ? .ok : .corrupt }
+}
+
 /// What `ferry verify` found (and prints with --json).
 public struct VerifyReport: Codable, Sendable {
     public var target: String
@@ -20,8 +31,7 @@ public struct VerifyReport: Codable, Sendable {
     public var ledger: String
     public var imageId: Int64
     public var runId: Int64
-    /// `ok` or `corrupt`.
-    public var status: String
+    public var status: VerifyStatus
     public var expectedSize: UInt64
     public var actualSize: UInt64?
     public var chunkSize: Int

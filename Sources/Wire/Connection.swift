@@ -10,9 +10,6 @@ public final class Connection {
     public let output: Int32
     /// Who is at the other end, for error messages ("ssh pve", "the client").
     public var peerName: String
-    /// The largest frame body accepted: a 256 MiB chunk plus its header.
-    public static let maxFrame = (256 << 20) + 4096
-
     /// Sends from several threads (a sender's data and its acknowledgements) take turns.
     private let sendLock = Mutex(())
     private let inbox = AlignedBuffer(capacity: 256 << 10)
@@ -32,9 +29,8 @@ public final class Connection {
     // MARK: Sending
 
     public func send(_ type: FrameType, _ body: [UInt8] = []) throws {
-        var head = [UInt8]()
-        head.appendBE(UInt32(body.count + 1))
-        head.append(type.rawValue)
+        precondition(body.count <= FrameHead.maxBody(type), "a \(type) frame of \(body.count) bytes exceeds its cap")
+        let head = FrameHead.encode(type, bodyLength: body.count)
         try sendLock.withLock { _ in
             try head.withUnsafeBytes { h in
                 try body.withUnsafeBytes { b in try writeAll([h, b]) }
@@ -44,11 +40,7 @@ public final class Connection {
 
     /// Sends a chunk frame: header and payload leave in one writev, the payload without a copy.
     public func sendChunk(_ header: ChunkHeader, payload: UnsafeRawBufferPointer) throws {
-        var head = [UInt8]()
-        head.reserveCapacity(5 + ChunkHeader.size)
-        head.appendBE(UInt32(1 + ChunkHeader.size + payload.count))
-        head.append(FrameType.chunk.rawValue)
-        header.encode(into: &head)
+        let head = FrameSerializer.chunkHead(header, payloadLength: payload.count)
         try sendLock.withLock { _ in
             try head.withUnsafeBytes { h in try writeAll([h, payload]) }
         }
@@ -95,20 +87,11 @@ public final class Connection {
     }
 
     public func receive() throws -> Incoming {
-        var lenBytes = [UInt8](repeating: 0, count: 5)
-        try lenBytes.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: 5, atFrameStart: true) }
-        let length = Int(lenBytes.withUnsafeBytes { $0.loadBE(UInt32.self, at: 0) })
-        guard length >= 1, length <= Self.maxFrame else {
-            throw FerryError(.wire, "\(peerName) sent a frame of \(length) bytes; the stream is damaged or not ferry's",
-                             hint: "check that the far side runs `ferry serve` and that nothing else writes to its stdout (e.g. a shell profile)")
-        }
-        guard let type = FrameType(rawValue: lenBytes[4]) else {
-            throw FerryError(.wire, "\(peerName) sent an unknown frame type 0x\(String(lenBytes[4], radix: 16))",
-                             hint: "check that both ends run compatible ferry versions")
-        }
-        let bodyLength = length - 1
+        var headBytes = [UInt8](repeating: 0, count: FrameHead.size)
+        try headBytes.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: FrameHead.size, atFrameStart: true) }
+        let head = try headBytes.withUnsafeBytes { try FrameHead.parse($0, peer: peerName) }
+        let (type, bodyLength) = (head.type, head.bodyLength)
         if type == .chunk {
-            guard bodyLength >= ChunkHeader.size else { throw FerryError(.wire, "\(peerName) sent a truncated chunk frame") }
             var h = [UInt8](repeating: 0, count: ChunkHeader.size)
             try h.withUnsafeMutableBytes { try readExactly(into: $0.baseAddress!, count: ChunkHeader.size, atFrameStart: false) }
             let header = try h.withUnsafeBytes { try ChunkHeader.decode($0) }

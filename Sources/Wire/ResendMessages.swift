@@ -8,6 +8,11 @@ public struct ResendPlan: Codable, Sendable {
         /// The chunk's hash as recorded when it was copied (the reference the repair must meet).
         public var sha256: String
         public init(index: Int, sha256: String) { (self.index, self.sha256) = (index, sha256) }
+
+        /// The recorded hash; a plan whose hash is not 64 hex digits is refused, never read as zero.
+        public func digest() throws -> Digest {
+            try Digest.fromWire(sha256, what: "the plan's hash of chunk \(index)")
+        }
     }
     public var imageId: Int64
     public var transferId: String
@@ -103,4 +108,12 @@ public struct ResendReady: Codable, Sendable {
     public var plan: ResendPlan
     public var verifyJSON: String?
     public init(plan: ResendPlan, verifyJSON: String?) { (self.plan, self.verifyJSON) = (plan, verifyJSON) }
+}
+
+extension Digest {
+    /// A SHA-256 in hex from the peer; anything else is a protocol error.
+    public static func fromWire(_ hex: String, what: String) throws -> Digest {
+        guard let d = Digest(hex: hex) else { throw FerryError(.wire, "the peer sent \(what) as '\(hex.prefix(80))', not a SHA-256") }
+        return d
+    }
 }

@@ -74,7 +74,7 @@ public enum RemoteCopy {
         let root = try source.complete(ledger: ledger, size: size, digest: digest)
         let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size
         try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
-            result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
+            result: match ? .ok : .mismatch, bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
             readMode: source.file.mode.rawValue,
             detail: detail(transferId: transferId, resumedFrom: start, retransmissions: sender.retransmissions,
                            zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
@@ -162,55 +162,7 @@ public enum RemoteCopy {
     }
 
     static func detail(transferId: String, resumedFrom: Int, retransmissions: Int, zeroFrames: Int, farDigest: String) -> String {
-        struct D: Encodable { var transferId: String; var resumedFrom: Int; var retransmissions: Int; var zeroFrames: Int; var farSha256: String }
-        return String(decoding: JSONBody.encode(D(transferId: transferId, resumedFrom: resumedFrom, retransmissions: retransmissions,
-                                                  zeroFrames: zeroFrames, farSha256: farDigest)), as: UTF8.self)
-    }
-}
-
-/// The receiving end's last steps, shared by the client (pull) and `ferry serve` (push).
-enum Receiving {
-    struct Outcome {
-        var result: TransferResult
-        var match: Bool
-    }
-
-    /// Checks the sender's End against what arrived; only when the sender's whole-image digest
-    /// equals the one computed over the written bytes is the image made durable and marked
-    /// complete. A mismatch leaves it incomplete: the ledger never vouches for it.
-    static func finish(receiver: WireReceiver, destination: DestinationWriter, ledger: Ledger, result: PumpResult,
-                       start: Int, transferId: String) throws -> Outcome {
-        guard let end = receiver.end else { throw FerryError(.wire, "the copy ended without the sender's End frame") }
-        let size = UInt64(start) * UInt64(destination.chunkSize) + result.bytes
-        guard end.size == size else {
-            throw FerryError(.remote, "the sender says it sent \(end.size) bytes but \(size) arrived",
-                             hint: "the destination was not marked complete; run the copy again with --resume")
-        }
-        let digest = result.wholeDigest!
-        let match = end.sha256 == digest.hex
-        let run = destination.copyRun
-        let root: Digest
-        if match {
-            root = try destination.complete(ledger: ledger, size: size, digest: digest)
-        } else {
-            try destination.sync()
-            root = destination.listRoot ?? .zero
-        }
-        let chunks = ChunkGeometry(size: size, chunkSize: destination.chunkSize).count
-        var r = TransferResult(host: ledger.host, ledger: ledger.path, imageId: destination.imageId, size: size,
-                               sha256: digest.hex, listRoot: root.hex, chunks: chunks,
-                               zeroChunks: destination.zeroChunks)
-        r.bytesWritten = destination.bytesWritten
-        r.retransmissions = receiver.retransmissions
-        r.zeroFrames = receiver.zeroFrames
-        r.io = destination.file?.mode.rawValue
-        if let run, let id = destination.imageId {
-            try ledger.finishRun(run, image: id, Ledger.RunEnd(
-                result: match ? "ok" : "mismatch", bytesWritten: destination.bytesWritten,
-                readMode: destination.file?.mode.rawValue,
-                detail: RemoteCopy.detail(transferId: transferId, resumedFrom: start, retransmissions: receiver.retransmissions,
-                                          zeroFrames: receiver.zeroFrames, farDigest: end.sha256)))
-        }
-        return Outcome(result: r, match: match)
+        CopyRunDetail(transferId: transferId, resumedFrom: resumedFrom, retransmissions: retransmissions,
+                      zeroFrames: zeroFrames, farSha256: farDigest).json
     }
 }

@@ -1,4 +1,5 @@
 import Chunks
+import Copy
 import Ledger
 import Wire
 
@@ -42,7 +43,7 @@ public final class RepairSource {
     public func serve() throws -> ResendResult {
         let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
         let buffer = AlignedBuffer(capacity: plan.chunkSize)
-        let reference = Dictionary(plan.chunks.map { ($0.index, Digest(hex: $0.sha256) ?? .zero) }, uniquingKeysWith: { a, _ in a })
+        let reference = Dictionary(try plan.chunks.map { ($0.index, try $0.digest()) }, uniquingKeysWith: { a, _ in a })
         while true {
             switch try connection.receive() {
             case .control(.subBlocks, let body):

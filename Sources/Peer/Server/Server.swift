@@ -122,7 +122,7 @@ public enum Server {
         let root = try source.complete(ledger: ledger, size: size, digest: digest)
         let match = far.sha256 == digest.hex && far.listRoot == root.hex
         try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
-            result: match ? "ok" : "mismatch", bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
+            result: match ? .ok : .mismatch, bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
             readMode: source.file.mode.rawValue,
             detail: RemoteCopy.detail(transferId: request.transferId, resumedFrom: start, retransmissions: sender.retransmissions,
                                       zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
@@ -140,30 +140,5 @@ public enum Server {
         report.host = ledger.host
         timer.cancel()
         try conn.sendJSON(.result, report)
-    }
-}
-
-/// The client side of `ferry verify host:path`.
-public enum RemoteVerify {
-    public static func run(host: String, path: String, imageId: Int64?, settings: RemoteSettings,
-                           progress: ProgressCounter) throws -> VerifyReport {
-        let shell = try Session.open(host: host, settings: settings)
-        defer { shell.finish() }
-        let conn = shell.connection
-        var request = Request(operation: .verify, path: path, ledger: settings.remoteLedger, chunkSize: 0, size: nil,
-                              transferId: "", peer: Ledger.hostname(), checkpointEvery: 0)
-        request.imageId = imageId
-        try conn.sendJSON(.request, request)
-        while true {
-            switch try conn.receive() {
-            case .control(.progress, let body): progress.set(try U64Body.decode(body))
-            case .control(.result, let body):
-                var report = try JSONBody.decode(VerifyReport.self, body, what: "verify result")
-                report.host = host
-                return report
-            case .control(let t, let body): try conn.other(t, body, during: "verify", log: Session.remoteLog)
-            case .chunk: throw FerryError(.wire, "\(conn.peerName) sent a chunk frame during verify")
-            }
-        }
     }
 }

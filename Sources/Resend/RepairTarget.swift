@@ -1,4 +1,5 @@
 import Chunks
+import Copy
 import Glibc
 import Ledger
 import Verify
@@ -59,7 +60,7 @@ public final class RepairTarget {
     /// Repairs every planned chunk with the source at the other end of `connection`; sends the
     /// result to it and returns it.
     public func drive(_ connection: Connection, log: (String) -> Void, progress: ProgressCounter) throws -> ResendResult {
-        let run = try ledger.startRun(image: image.id, kind: "resend")
+        let run = try ledger.startRun(image: image.id, kind: .resend)
         let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false)
         try writer.open(expectedSize: image.size, source: nil)
         let reader = try ImageFile.openForReading(path, direct: true)
@@ -99,7 +100,7 @@ public final class RepairTarget {
         for planned in plan.chunks {
             let index = planned.index
             let length = geometry.length(of: index)
-            var want = Digest(hex: planned.sha256) ?? .zero
+            var want = try planned.digest()
             var attempts = 0
             var blocks = 0
             var written: UInt64 = 0
@@ -121,7 +122,7 @@ public final class RepairTarget {
                     break
                 }
                 let forced = supplied.sha256 != planned.sha256
-                if forced { want = Digest(hex: supplied.sha256) ?? .zero }
+                if forced { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
                 // Durable first, then read back from the medium and compare. A medium that fails
                 // the write or the sync fails this attempt, not the whole repair.
                 do {
@@ -155,7 +156,7 @@ public final class RepairTarget {
             Finding(kind: .corrupt, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length,
                     detail: "unrepairable")
         }
-        let resultWord = !failed.isEmpty ? "unrepairable" : (!refused.isEmpty ? "refused" : "repaired")
+        let resultWord: RunResult = !failed.isEmpty ? .unrepairable : (!refused.isEmpty ? .refused : .repaired)
         let detail = String(decoding: JSONBody.encode(outcomes), as: UTF8.self)
         try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
                                                                  bytesWritten: writer.bytesWritten,

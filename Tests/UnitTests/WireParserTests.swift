@@ -1,0 +1,171 @@
+import Chunks
+import Foundation
+import Wire
+import XCTest
+
+/// The frame parser and serializer, from the fixture files in Tests/Fixtures/frames (hex, `#`
+/// comments), from round trips, and from fuzzed bytes. Every malformed input must end in a wire
+/// error that names what was wrong, never a crash or a large allocation.
+final class WireParserTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures/frames")
+
+    func fixture(_ name: String) throws -> [UInt8] {
+        let text = try String(contentsOf: Self.fixtures.appendingPathComponent(name + ".hex"), encoding: .utf8)
+        var out: [UInt8] = []
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            for word in line.split(separator: " ") {
+                out.append(try XCTUnwrap(UInt8(word, radix: 16), "\(name).hex: '\(word)' is not a hex byte"))
+            }
+        }
+        return out
+    }
+
+    func testEveryFixtureIsCovered() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.fixtures.path)
+            .filter { $0.hasSuffix(".hex") }.map { String($0.dropLast(4)) }.sorted()
+        XCTAssertEqual(names, (Array(Self.good.keys) + Array(Self.bad.keys)).sorted(),
+                       "each fixture in Tests/Fixtures/frames needs an expectation here")
+    }
+
+    /// Good fixtures and the frame types they hold, in order.
+    static let good: [String: [FrameType]] = [
+        "good-hello": [.hello],
+        "good-chunk-zero": [.chunk],
+        "good-chunk-data": [.chunk],
+        "good-conversation": [.log, .checkpoint, .chunk, .end],
+    ]
+
+    /// Bad fixtures and a phrase the error must contain.
+    static let bad: [String: String] = [
+        "bad-unknown-type": "unknown frame type 0x7f",
+        "bad-zero-length": "log frame of 0 bytes",
+        "bad-oversized-log": "log frame of 1048577 bytes",
+        "bad-oversized-checkpoint": "checkpoint frame of 10 bytes",
+        "bad-huge-chunk": "chunk frame of 4294967295 bytes",
+        "bad-truncated-chunk-header": "truncated chunk frame",
+        "bad-cut-mid-frame": "in the middle of a frame (10 bytes left)",
+        "bad-shell-profile-noise": "unknown frame type 0x6f",
+    ]
+
+    func testGoodFixturesParse() throws {
+        for (name, types) in Self.good {
+            let frames = try FrameParser.frames(in: fixture(name))
+            XCTAssertEqual(frames.map(\.type), types, name)
+        }
+    }
+
+    func testGoodFixtureContents() throws {
+        guard case .chunk(let h, let payload) = try FrameParser.frames(in: fixture("good-chunk-data"))[0] else {
+            return XCTFail("not a chunk frame")
+        }
+        XCTAssertEqual(payload, Array(0..<16))
+        XCTAssertEqual(h.rawLength, 16)
+        XCTAssertEqual(h.digest, Digest.sha256(payload))
+        guard case .chunk(let z, let none) = try FrameParser.frames(in: fixture("good-chunk-zero"))[0] else {
+            return XCTFail("not a chunk frame")
+        }
+        XCTAssertEqual(z.index, 3)
+        XCTAssertEqual(z.flags, [.zero])
+        XCTAssertEqual(z.offset, 12288)
+        XCTAssertTrue(none.isEmpty)
+        let conversation = try FrameParser.frames(in: fixture("good-conversation"))
+        XCTAssertEqual(conversation[0], .control(.log, Array("hello from the far side".utf8)))
+        XCTAssertEqual(conversation[1], .control(.checkpoint, U64Body.encode(2)))
+        guard case .control(.end, let end) = conversation[3] else { return XCTFail("no End") }
+        XCTAssertEqual(try JSONBody.decode(End.self, end, what: "end").chunks, 3)
+    }
+
+    func testBadFixturesAreWireErrorsThatSayWhy() throws {
+        for (name, phrase) in Self.bad {
+            XCTAssertThrowsError(try FrameParser.frames(in: fixture(name), peer: "ssh pve"), name) { error in
+                guard let e = error as? FerryError else { return XCTFail("\(name): \(error) is not a FerryError") }
+                XCTAssertEqual(e.code, .wire, name)
+                XCTAssertTrue(e.message.contains(phrase), "\(name): '\(e.message)' lacks '\(phrase)'")
+            }
+        }
+    }
+
+    func testSerializerRoundTripsThroughTheParser() throws {
+        let header = ChunkHeader(index: 7, flags: [.zstd, .resent], digest: Digest.sha256([1, 2, 3]), rawLength: 3, offset: 7 << 20)
+        var bytes = FrameSerializer.control(.hello, Array(#"{"a":1}"#.utf8))
+        bytes += FrameSerializer.chunk(header, payload: [9, 9])
+        bytes += FrameSerializer.control(.retransmit, U64Body.encode(7))
+        bytes += FrameSerializer.control(.result, [])
+        XCTAssertEqual(try FrameParser.frames(in: bytes), [
+            .control(.hello, Array(#"{"a":1}"#.utf8)),
+            .chunk(header, payload: [9, 9]),
+            .control(.retransmit, U64Body.encode(7)),
+            .control(.result, []),
+        ])
+    }
+
+    func testFramesArriveInPiecesOfAnySize() throws {
+        let bytes = try fixture("good-conversation")
+        for step in [1, 2, 5, 7, 64] {
+            var parser = FrameParser(peer: "pipe")
+            var got: [Frame] = []
+            var at = 0
+            while at < bytes.count {
+                parser.append(Array(bytes[at..<min(at + step, bytes.count)]))
+                at += step
+                while let f = try parser.next() { got.append(f) }
+            }
+            XCTAssertEqual(got, try FrameParser.frames(in: bytes), "pieces of \(step)")
+            XCTAssertEqual(parser.pending, 0)
+        }
+    }
+
+    func testControlFramesAreCappedSmallAndOnlyChunksAreLarge() {
+        for type in [FrameType.hello, .log, .error, .end, .supplied] {
+            XCTAssertLessThanOrEqual(FrameHead.maxBody(type), 64 << 10, "\(type)")
+        }
+        for type in [FrameType.retransmit, .checkpoint, .checkpointAck, .progress] {
+            XCTAssertEqual(FrameHead.maxBody(type), 8, "\(type)")
+        }
+        XCTAssertEqual(FrameHead.maxBody(.chunk), ChunkHeader.size + ChunkGeometry.maxChunkSize)
+        XCTAssertGreaterThan(FrameHead.maxBody(.chunk), 16 * FrameHead.maxBody(.request))
+    }
+
+    /// Mutations of good fixtures: every prefix, and random byte flips. The parser may accept a
+    /// mutation (a flipped payload byte is still a frame), but it must never crash, and whatever it
+    /// throws is a wire error.
+    func testMutatedFixturesNeverCrash() throws {
+        var rng = SystemRandomNumberGenerator()
+        for name in Self.good.keys {
+            let bytes = try fixture(name)
+            for cut in 0..<bytes.count { assertParsesOrWireError(Array(bytes[..<cut])) }
+            for _ in 0..<300 {
+                var m = bytes
+                for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                    m[Int.random(in: 0..<m.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+                assertParsesOrWireError(m)
+            }
+        }
+    }
+
+    private func assertParsesOrWireError(_ bytes: [UInt8], file: StaticString = #filePath, line: UInt = #line) {
+        do { _ = try FrameParser.frames(in: bytes) } catch let e as FerryError {
+            XCTAssertEqual(e.code, .wire, e.message, file: file, line: line)
+        } catch {
+            XCTFail("\(error)", file: file, line: line)
+        }
+    }
+
+    func testMalformedBodies() {
+        XCTAssertThrowsError(try U64Body.decode([1, 2, 3]))
+        XCTAssertThrowsError(try JSONBody.decode(End.self, Array("{\"size\":".utf8), what: "end"))
+        XCTAssertThrowsError(try SubBlockDigests.decode([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 16, 0, 0, 0, 0, 2]))
+        XCTAssertThrowsError(try chunkIndex(1 << 41, what: "chunk index"))
+    }
+}
+
+extension Frame {
+    var type: FrameType {
+        switch self {
+        case .control(let t, _): return t
+        case .chunk: return .chunk
+        }
+    }
+}
