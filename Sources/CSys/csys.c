@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "csys.h"
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -47,3 +48,28 @@ int csys_is_zero(const void *p, size_t n) {
 #define FERRY_COMMIT "unknown"
 #endif
 const char *csys_build_commit(void) { return FERRY_COMMIT; }
+
+static volatile sig_atomic_t interrupt_signal = 0;
+
+static void on_interrupt(int sig) {
+    if (interrupt_signal != 0) _exit(128 + sig);
+    interrupt_signal = sig;
+}
+
+void csys_install_interrupts(void) {
+    int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_interrupt;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0; /* no SA_RESTART: a read blocked on a pipe returns EINTR */
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int csys_interrupt_signal(void) { return interrupt_signal; }
+
+void csys_raise_interrupt(int sig) { interrupt_signal = sig; }

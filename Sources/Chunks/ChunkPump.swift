@@ -133,6 +133,10 @@ public final class ChunkPump: Sendable {
 
         while true {
             if failed != nil { break }
+            if let signal = Interrupts.received {
+                fail(Interrupts.error(signal))
+                break
+            }
             if let indices {
                 guard position < indices.count else { break }
                 index = indices[position]

@@ -50,6 +50,9 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
     /// An error from a failed syscall: names the operation, the path and, when known, the offset.
     public static func syscall(_ op: String, path: String, offset: UInt64? = nil, errno err: Int32 = Glibc.errno,
                                hint: String? = nil) -> FerryError {
+        if err == EINTR, let signal = Interrupts.received {
+            return Interrupts.error(signal, during: "\(op) \(path)" + (offset.map { " at offset \($0)" } ?? ""))
+        }
         var msg = "\(op) \(path)"
         if let offset { msg += " at offset \(offset)" }
         msg += ": \(String(cString: strerror(err)))"
@@ -69,12 +72,13 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Runs a syscall, retrying while it fails with EINTR.
+/// Runs a syscall, retrying while it fails with EINTR, unless the EINTR came from SIGINT or
+/// SIGTERM: then the failure stands, and the caller's error says the run was interrupted.
 @inline(__always)
 public func retryingEINTR<T: BinaryInteger>(_ body: () -> T) -> T {
     while true {
         let r = body()
-        if r == -1 && errno == EINTR { continue }
+        if r == -1 && errno == EINTR && Interrupts.received == nil { continue }
         return r
     }
 }

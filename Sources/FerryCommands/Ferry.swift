@@ -39,6 +39,7 @@ public struct Ferry: ParsableCommand {
             args[i] = "--compress=\(defaultCompressLevel)"
         }
         signal(SIGPIPE, SIG_IGN)
+        Interrupts.install()
         main(args)
     }
 

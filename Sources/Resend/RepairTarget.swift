@@ -98,6 +98,7 @@ public final class RepairTarget {
         }
 
         for planned in plan.chunks {
+            try Interrupts.check()
             let index = planned.index
             let length = geometry.length(of: index)
             var want = try planned.digest()

@@ -139,7 +139,11 @@ final class ResumeTests: FerryTestCase {
         }
     }
 
-    private enum Victim { case transport, farServe }
+    private enum Victim: Equatable {
+        case transport, farServe
+        /// The client ferry itself, by a signal it handles (SIGINT or SIGTERM).
+        case client(Int32)
+    }
 
     /// Interrupts a remote copy `times` times (each later run with --resume), then resumes it to
     /// the end and compares it with an uninterrupted copy.
@@ -162,11 +166,21 @@ final class ResumeTests: FerryTestCase {
             // The checkpoint is recorded by the client when the destination reports it durable.
             done = try waitForCheckpoint(ledger, role: push ? "source" : "destination", chunks: threshold, process: run)
             let pids = try readPids(pidfile)
-            kill(victim == .transport ? pids.relay : pids.serve, SIGKILL)
+            switch victim {
+            case .transport: kill(pids.relay, SIGKILL)
+            case .farServe: kill(pids.serve, SIGKILL)
+            case .client(let signal): run.signal(signal)
+            }
             let r1 = run.wait(timeout: 120)
             XCTAssertFalse(r1.signaled, r1.summary)
             XCTAssertNotEqual(r1.status, 0, "interruption \(attempt + 1): the copy reported success: " + r1.summary)
-            XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
+            if case .client(let signal) = victim {
+                XCTAssertEqual(r1.status, 130, "an interrupted copy exits 130: " + r1.summary)
+                let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
+                XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: interrupted by \(name)") ?? false, r1.summary)
+            } else {
+                XCTAssertEqual(r1.status, 7, "a dead transport or far ferry is a remote error: " + r1.summary)
+            }
             XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: ") ?? false, r1.summary)
             XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
             try checkNotVouchedFor(dst, ledger: push ? farLedger : ledger)
@@ -201,6 +215,16 @@ final class ResumeTests: FerryTestCase {
         try interruptedRemote(push: false, kill: .farServe)
     }
 
+    /// Ctrl-C at the client: it stops at the next chunk through its normal error path (exit
+    /// 130, nothing marked complete at either end) and --resume continues from the checkpoint.
+    func testPushResumesAfterSIGINT() throws {
+        try interruptedRemote(push: true, kill: .client(SIGINT))
+    }
+
+    func testPullResumesAfterSIGTERM() throws {
+        try interruptedRemote(push: false, kill: .client(SIGTERM))
+    }
+
     // MARK: Local
 
     func testLocalCopyResumesAfterKill() throws {
@@ -221,6 +245,38 @@ final class ResumeTests: FerryTestCase {
         kill(first.pid, SIGKILL)
         let r1 = first.wait()
         XCTAssertTrue(r1.signaled, r1.summary)
+        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
+        try checkNotVouchedFor(dst, ledger: ledger)
+
+        let r2 = try ferry(Array(args.dropFirst()) + ["--resume"])
+        try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
+                         interruptedAt: done)
+    }
+
+    /// SIGINT to a local copy: it stops at the next chunk, says so, exits 130, leaves the
+    /// destination incomplete with its checkpoints, and --resume finishes it.
+    func testLocalCopyStopsCleanlyOnSIGINTAndResumes() throws {
+        let ref = scratch.file("reference.raw")
+        let refReport = try copy(src, ref, Self.options)
+        let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
+
+        let dst = scratch.file("dst.raw")
+        let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
+        let first = try start(args, in: scratch)
+        kill(first.pid, SIGSTOP)
+        let done = try waitForCheckpoint(ledger, role: "destination", chunks: Self.interruptAfter, process: first) {
+            kill(first.pid, SIGCONT)
+            usleep(3_000)
+            kill(first.pid, SIGSTOP)
+        }
+        // Delivered when the process runs again, at whatever it is doing then.
+        kill(first.pid, SIGINT)
+        kill(first.pid, SIGCONT)
+        let r1 = first.wait()
+        XCTAssertFalse(r1.signaled, "the handler did not take SIGINT: " + r1.summary)
+        XCTAssertEqual(r1.status, 130, r1.summary)
+        XCTAssertEqual(r1.errLines.last?.hasPrefix("ferry: interrupted by SIGINT"), true, r1.summary)
+        XCTAssertTrue(r1.stdout.isEmpty, "an interrupted copy printed a report: " + r1.out)
         XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
         try checkNotVouchedFor(dst, ledger: ledger)
 

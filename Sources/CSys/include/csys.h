@@ -29,6 +29,15 @@ int csys_fadvise(int fd, int64_t offset, int64_t length, int advice);
 /// The commit this binary was built from (FERRY_COMMIT at build time), or "unknown".
 const char *csys_build_commit(void);
 
+/// Installs ferry's SIGINT and SIGTERM handler (a signal that was ignored when ferry started
+/// stays ignored). The first signal is only recorded: blocking calls return EINTR and the work
+/// loops stop at the next chunk. A second signal ends the process at once with 128 + signal.
+void csys_install_interrupts(void);
+/// The signal number recorded by the handler, or 0.
+int csys_interrupt_signal(void);
+/// Records `sig` as if it had arrived (for ferry's own use, e.g. a far end that was told to stop).
+void csys_raise_interrupt(int sig);
+
 /// 1 when all n bytes are zero. Memory-bandwidth speed (word scan + memcmp against itself).
 int csys_is_zero(const void *p, size_t n);
 #endif
