@@ -41,6 +41,8 @@ public enum ExitStatus: Int32, CaseIterable {
         7    remote error: ssh or the far ferry failed, or the peer speaks an incompatible protocol.
         8    unrepairable: chunks still read back wrong after repeated repair attempts (a failing disk).
         64   usage error (bad arguments).
-        130  interrupted.
+        130  interrupted by SIGINT or SIGTERM: the run stopped at the next chunk and marked nothing \
+        complete; a copy continues from its last checkpoint with --resume. A second signal ends \
+        ferry at once.
         """
 }
