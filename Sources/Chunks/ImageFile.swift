@@ -92,10 +92,10 @@ public final class ImageFile {
         var mode: IOMode = kind == .stream ? .stream : .buffered
         var fd: Int32 = -1
         if direct && kind != .stream {
-            fd = retryingEINTR { csys_open(path, base | csys_o_direct(), 0) }
+            fd = Sys.open(path, base | csys_o_direct(), 0)
             if fd >= 0 { flags = base | csys_o_direct(); mode = .direct }
         }
-        if fd < 0 { fd = retryingEINTR { csys_open(path, base, 0) } }
+        if fd < 0 { fd = Sys.open(path, base, 0) }
         guard fd >= 0 else { throw FerryError.syscall("cannot open", path: path) }
         let file = ImageFile(path: path, fd: fd, kind: kind, size: nil, mode: mode, writable: false, flags: flags, st: st)
         try file.refreshSize()
@@ -132,14 +132,14 @@ public final class ImageFile {
         var mode: IOMode = kind == .stream ? .stream : .buffered
         var fd: Int32 = -1
         if direct && kind != .stream {
-            fd = retryingEINTR { csys_open(path, base | csys_o_direct(), 0o644) }
+            fd = Sys.open(path, base | csys_o_direct(), 0o644)
             if fd >= 0 { flags = base | csys_o_direct(); mode = .direct }
             else if errno == EBUSY {
                 throw FerryError(.refused, "\(path) is mounted or in use by another program; refusing to write to it",
                                  hint: "unmount it, stop the VM or process using it, and try again")
             }
         }
-        if fd < 0 { fd = retryingEINTR { csys_open(path, base, 0o644) } }
+        if fd < 0 { fd = Sys.open(path, base, 0o644) }
         guard fd >= 0 else {
             if errno == EBUSY {
                 throw FerryError(.refused, "\(path) is mounted or in use by another program; refusing to write to it",
@@ -179,7 +179,7 @@ public final class ImageFile {
     private func openBuffered() throws -> Int32 {
         if bufferedFD >= 0 { return bufferedFD }
         let flags = openFlags & ~(csys_o_direct() | O_TRUNC | O_CREAT | csys_o_excl())
-        let b = retryingEINTR { csys_open(path, flags, 0) }
+        let b = Sys.open(path, flags, 0)
         guard b >= 0 else { throw FerryError.syscall("cannot reopen", path: path) }
         bufferedFD = b
         return b
@@ -206,11 +206,11 @@ public final class ImageFile {
             if mode == .direct {
                 // O_DIRECT wants aligned lengths: ask for the rounded length; EOF trims it.
                 let want = Self.roundUp(count - done)
-                n = retryingEINTR { pread(fd, buffer + done, want, off_t(pos)) }
+                n = Sys.pread(fd, buffer + done, want, pos)
                 if n < 0 && errno == EINVAL && done % Self.directAlignment != 0 {
                     // Unaligned continuation after a short read: finish through the page cache.
                     let b = try buffered()
-                    let m = retryingEINTR { pread(b, buffer + done, count - done, off_t(pos)) }
+                    let m = Sys.pread(b, buffer + done, count - done, pos)
                     if m < 0 { throw FerryError.syscall("read", path: path, offset: pos) }
                     if m == 0 { break }
                     done += m
@@ -222,7 +222,7 @@ public final class ImageFile {
                 }
             } else {
                 let b = try buffered()
-                n = retryingEINTR { pread(b, buffer + done, count - done, off_t(pos)) }
+                n = Sys.pread(b, buffer + done, count - done, pos)
             }
             if n < 0 { throw FerryError.syscall("read", path: path, offset: pos) }
             if n == 0 { break }
@@ -239,7 +239,7 @@ public final class ImageFile {
     private func readStream(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
         var done = 0
         while done < count {
-            let n = retryingEINTR { Glibc.read(fd, buffer + done, count - done) }
+            let n = Sys.read(fd, buffer + done, count - done)
             if n < 0 { throw FerryError.syscall("read", path: path == "-" ? "stdin" : path, offset: nil) }
             if n == 0 { break }
             done += n
@@ -251,7 +251,7 @@ public final class ImageFile {
     /// Dirty pages are written first (fdatasync), since DONTNEED leaves dirty pages in place.
     public func dropCache() {
         guard kind != .stream else { return }
-        _ = fdatasync(fd)
+        _ = Sys.fdatasync(fd)
         _ = csys_fadvise(fd, 0, 0, 2)
         if bufferedFD >= 0 { _ = csys_fadvise(bufferedFD, 0, 0, 2) }
     }
@@ -268,7 +268,7 @@ public final class ImageFile {
             let useDirect = mode == .direct && pos % UInt64(Self.directAlignment) == 0
                 && left % Self.directAlignment == 0
             let target = useDirect ? fd : try buffered()
-            let n = retryingEINTR { pwrite(target, buffer + done, left, off_t(pos)) }
+            let n = Sys.pwrite(target, buffer + done, left, pos)
             if n < 0 && useDirect && errno == EINVAL {
                 try fallBackToBuffered()
                 continue
@@ -295,7 +295,7 @@ public final class ImageFile {
     private func writeStream(from buffer: UnsafeRawPointer, count: Int) throws {
         var done = 0
         while done < count {
-            let n = retryingEINTR { Glibc.write(fd, buffer + done, count - done) }
+            let n = Sys.write(fd, buffer + done, count - done)
             if n < 0 {
                 if errno == EPIPE {
                     throw FerryError(.io, "the reader of stdout went away (broken pipe)")
@@ -321,7 +321,7 @@ public final class ImageFile {
             var punched = offset >= current
             if !punched {
                 let inside = min(end, current) - offset
-                if csys_punch_hole(fd, Int64(offset), Int64(inside)) == 0 {
+                if Sys.punchHole(fd, offset, inside) == 0 {
                     punched = true
                 } else if errno != EOPNOTSUPP && errno != ENOSYS {
                     throw FerryError.syscall("punch hole", path: path, offset: offset)
@@ -329,14 +329,14 @@ public final class ImageFile {
             }
             if punched {
                 if end > current {
-                    guard ftruncate(fd, off_t(end)) == 0 else { throw FerryError.syscall("extend", path: path, offset: offset) }
+                    guard Sys.ftruncate(fd, end) == 0 else { throw FerryError.syscall("extend", path: path, offset: offset) }
                     size = end
                 }
                 return
             }
         case .blockDevice:
             if offset % 512 == 0 && count % 512 == 0 {
-                if csys_blk_zeroout(fd, offset, UInt64(count)) == 0 { return }
+                if Sys.zeroOut(fd, offset, UInt64(count)) == 0 { return }
                 if errno != EOPNOTSUPP && errno != EINVAL && errno != ENOTTY {
                     throw FerryError.syscall("BLKZEROOUT", path: path, offset: offset)
                 }
@@ -354,20 +354,20 @@ public final class ImageFile {
     /// Sets a regular file's length (a fresh copy is sized up front, so zero chunks stay holes).
     public func setLength(_ length: UInt64) throws {
         guard kind == .file else { return }
-        guard ftruncate(fd, off_t(length)) == 0 else { throw FerryError.syscall("truncate", path: path) }
+        guard Sys.ftruncate(fd, length) == 0 else { throw FerryError.syscall("truncate", path: path) }
         size = length
     }
 
     /// fdatasync: after this returns, everything written is on the medium.
     public func sync() throws {
         guard kind != .stream else { return }
-        guard fdatasync(fd) == 0 else {
+        guard Sys.fdatasync(fd) == 0 else {
             throw FerryError.syscall("fdatasync", path: path, hint: "the data may not be on the medium; do not trust this copy")
         }
         // Clean pages a quietly-buffered "O_DIRECT" left behind go too.
         _ = csys_fadvise(fd, 0, 0, 2)
         if bufferedFD >= 0 {
-            guard fdatasync(bufferedFD) == 0 else { throw FerryError.syscall("fdatasync", path: path) }
+            guard Sys.fdatasync(bufferedFD) == 0 else { throw FerryError.syscall("fdatasync", path: path) }
             _ = csys_fadvise(bufferedFD, 0, 0, 2)
         }
     }

@@ -40,6 +40,7 @@ public struct Ferry: ParsableCommand {
         }
         signal(SIGPIPE, SIG_IGN)
         Interrupts.install()
+        _ = Faults.active   // a malformed FERRY_FAULTS is refused before anything runs
         main(args)
     }
 
