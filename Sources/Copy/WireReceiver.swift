@@ -24,6 +24,7 @@ public final class WireReceiver {
     public private(set) var retransmissions = 0
     public private(set) var zeroFrames = 0
     public private(set) var end: End?
+    private lazy var talk = Conversation(.copyReceiver, peer: connection.peerName)
 
     public static let maxAttempts = 3
     /// Chunks that arrived ahead of a damaged one are held in memory, up to this many bytes.
@@ -79,7 +80,9 @@ public final class WireReceiver {
                 }
                 return 0
             }
-            switch try connection.receive() {
+            let incoming = try connection.receive()
+            try talk.admit(incoming)
+            switch incoming {
             case .chunk(let header, let payloadLength):
                 let index = try chunkIndex(header.index, what: "chunk index")
                 let raw = Int(header.rawLength)

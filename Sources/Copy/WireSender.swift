@@ -93,9 +93,12 @@ public final class WireSender {
     /// The receiver's side of the conversation, on its own thread.
     private func listen() throws -> [UInt8]? {
         let buffer = AlignedBuffer(capacity: source.chunkSize)
+        var talk = Conversation(.copySender, peer: connection.peerName)
         do {
             while true {
-                switch try connection.receive() {
+                let incoming = try connection.receive()
+                try talk.admit(incoming)
+                switch incoming {
                 case .control(.checkpoint, let body):
                     // The receiver made chunks [0, n) durable: record it here, then let it record.
                     let n = try chunkIndex(U64Body.decode(body), what: "checkpoint")

@@ -44,8 +44,11 @@ public final class RepairSource {
         let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
         let buffer = AlignedBuffer(capacity: plan.chunkSize)
         let reference = Dictionary(try plan.chunks.map { ($0.index, try $0.digest()) }, uniquingKeysWith: { a, _ in a })
+        var talk = Conversation(.resendSource, peer: connection.peerName)
         while true {
-            switch try connection.receive() {
+            let incoming = try connection.receive()
+            try talk.admit(incoming)
+            switch incoming {
             case .control(.subBlocks, let body):
                 let request = try SubBlockDigests.decode(body)
                 let index = try chunkIndex(request.chunk, what: "chunk index")

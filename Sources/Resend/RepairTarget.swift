@@ -181,8 +181,11 @@ public final class RepairTarget {
     private func receiveBlocks(_ connection: Connection, index: Int, chunkOffset: UInt64, length: Int, writer: DestinationWriter,
                                buffer: AlignedBuffer, log: (String) -> Void, blocks: inout Int, written: inout UInt64,
                                writeFailure: inout FerryError?) throws -> ChunkSupplied {
+        var talk = Conversation(.resendDestination, peer: connection.peerName)
         while true {
-            switch try connection.receive() {
+            let incoming = try connection.receive()
+            try talk.admit(incoming)
+            switch incoming {
             case .chunk(let h, let payloadLength):
                 let raw = Int(h.rawLength)
                 guard h.flags.contains(.partial), h.index == UInt64(index), h.offset >= chunkOffset, raw <= length,

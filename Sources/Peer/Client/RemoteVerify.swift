@@ -16,8 +16,11 @@ public enum RemoteVerify {
                               transferId: "", peer: Ledger.hostname(), checkpointEvery: 0)
         request.imageId = imageId
         try conn.sendJSON(.request, request)
+        var talk = Conversation(.verifyClient, peer: conn.peerName)
         while true {
-            switch try conn.receive() {
+            let incoming = try conn.receive()
+            try talk.admit(incoming)
+            switch incoming {
             case .control(.progress, let body): progress.set(try U64Body.decode(body))
             case .control(.result, let body):
                 var report = try JSONBody.decode(VerifyReport.self, body, what: "verify result")
