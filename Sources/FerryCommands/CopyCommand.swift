@@ -90,6 +90,10 @@ struct CopyCommand: ParsableCommand {
             throw FerryError(.usage, "both SRC and DST are remote; one end must be on this host",
                              hint: "run ferry on one of the two hosts")
         }
+        for case .remote(let host, let path) in [src, dst] where path == "-" {
+            throw FerryError(.usage, "\(host):- would be the far ferry's stdin or stdout, which carry the session",
+                             hint: "name a file or block device on \(host), e.g. \(host):/var/tmp/disk.raw")
+        }
         let ledger = try ledgerOptions.open()
         let meter = ProgressMeter(style: progress, total: try? sizeHint(src), label: "copy")
         meter.start()

@@ -107,6 +107,19 @@ final class RemoteCopyTests: FerryTestCase {
         XCTAssertLessThan(try XCTUnwrap(q.bytesSent), plainSent, "--compress=3 on a pull sent as many bytes as a plain copy")
     }
 
+    /// `host:-` would put image bytes into the frame stream (the far ferry's stdin and stdout
+    /// carry the session): refused before anything is read or started.
+    func testFarDashIsRefused() throws {
+        let src = scratch.file("src")
+        try writeRandom(src, size: 100_000, seed: 506)
+        for args in [["copy", src, "localhost:-"], ["copy", "localhost:-", scratch.file("dst")]] {
+            let r = try ferry(args + ["--progress", "none", "--ledger", ledger] + remoteOptions())
+            XCTAssertEqual(r.status, 64, r.summary)
+            XCTAssertTrue(r.stderr.contains("localhost:- would be the far ferry's stdin or stdout"), r.summary)
+            XCTAssertFalse(exists(scratch.file("dst")))
+        }
+    }
+
     func testPushStdin() throws {
         let src = scratch.file("src")
         let far = scratch.file("far")

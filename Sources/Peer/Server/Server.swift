@@ -39,6 +39,11 @@ public enum Server {
 
     /// Numbers from the client are checked before anything divides or loops by them.
     static func validate(_ r: Request) throws {
+        // Serve's stdin and stdout carry the session: an image there would be mixed into frames.
+        guard r.path != "-" else {
+            throw FerryError(.usage, "the far end cannot read or write an image on '-': its stdin and stdout carry the session",
+                             hint: "name a file or block device on the far host")
+        }
         func subBlockOK(_ n: Int) -> Bool { n >= 4096 && n % 4096 == 0 && n <= ChunkGeometry.maxChunkSize }
         switch r.operation {
         case .receive, .send:
