@@ -227,12 +227,9 @@ final class ResumeTests: FerryTestCase {
 
     // MARK: Local
 
-    func testLocalCopyResumesAfterKill() throws {
-        let ref = scratch.file("reference.raw")
-        let refReport = try copy(src, ref, Self.options)
-        let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
-
-        let dst = scratch.file("dst.raw")
+    /// A local copy of `src` to `dst`, stopped (SIGSTOP) once a few checkpoints are recorded:
+    /// the process, its arguments (without the binary) and the checkpoint reached.
+    private func localCopyStoppedAtCheckpoint(_ dst: String) throws -> (Background, [String], Int) {
         let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
         let first = try start(args, in: scratch)
         // A local copy is too fast to catch in flight: run it a few milliseconds at a time.
@@ -242,47 +239,44 @@ final class ResumeTests: FerryTestCase {
             usleep(3_000)
             kill(first.pid, SIGSTOP)
         }
-        kill(first.pid, SIGKILL)
-        let r1 = first.wait()
-        XCTAssertTrue(r1.signaled, r1.summary)
+        return (first, Array(args.dropFirst()), done)
+    }
+
+    /// Stops a local copy with `interrupt`, checks what it left, resumes it, and compares the
+    /// result with an uninterrupted copy.
+    private func interruptedLocal(_ interrupt: (Background) -> Void, check: (RunResult) -> Void) throws {
+        let ref = scratch.file("reference.raw")
+        let refReport = try copy(src, ref, Self.options)
+        let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
+        let dst = scratch.file("dst.raw")
+        let (first, args, done) = try localCopyStoppedAtCheckpoint(dst)
+        interrupt(first)
+        check(first.wait())
         XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
         try checkNotVouchedFor(dst, ledger: ledger)
 
-        let r2 = try ferry(Array(args.dropFirst()) + ["--resume"])
+        let r2 = try ferry(args + ["--resume"])
         try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
                          interruptedAt: done)
+    }
+
+    func testLocalCopyResumesAfterKill() throws {
+        try interruptedLocal({ kill($0.pid, SIGKILL) }) { r1 in XCTAssertTrue(r1.signaled, r1.summary) }
     }
 
     /// SIGINT to a local copy: it stops at the next chunk, says so, exits 130, leaves the
     /// destination incomplete with its checkpoints, and --resume finishes it.
     func testLocalCopyStopsCleanlyOnSIGINTAndResumes() throws {
-        let ref = scratch.file("reference.raw")
-        let refReport = try copy(src, ref, Self.options)
-        let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
-
-        let dst = scratch.file("dst.raw")
-        let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
-        let first = try start(args, in: scratch)
-        kill(first.pid, SIGSTOP)
-        let done = try waitForCheckpoint(ledger, role: "destination", chunks: Self.interruptAfter, process: first) {
+        try interruptedLocal({ first in
+            // Delivered when the process runs again, at whatever it is doing then.
+            kill(first.pid, SIGINT)
             kill(first.pid, SIGCONT)
-            usleep(3_000)
-            kill(first.pid, SIGSTOP)
+        }) { r1 in
+            XCTAssertFalse(r1.signaled, "the handler did not take SIGINT: " + r1.summary)
+            XCTAssertEqual(r1.status, 130, r1.summary)
+            XCTAssertEqual(r1.errLines.last?.hasPrefix("ferry: interrupted by SIGINT"), true, r1.summary)
+            XCTAssertTrue(r1.stdout.isEmpty, "an interrupted copy printed a report: " + r1.out)
         }
-        // Delivered when the process runs again, at whatever it is doing then.
-        kill(first.pid, SIGINT)
-        kill(first.pid, SIGCONT)
-        let r1 = first.wait()
-        XCTAssertFalse(r1.signaled, "the handler did not take SIGINT: " + r1.summary)
-        XCTAssertEqual(r1.status, 130, r1.summary)
-        XCTAssertEqual(r1.errLines.last?.hasPrefix("ferry: interrupted by SIGINT"), true, r1.summary)
-        XCTAssertTrue(r1.stdout.isEmpty, "an interrupted copy printed a report: " + r1.out)
-        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
-        try checkNotVouchedFor(dst, ledger: ledger)
-
-        let r2 = try ferry(Array(args.dropFirst()) + ["--resume"])
-        try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
-                         interruptedAt: done)
     }
 
     /// Interrupts a local copy of `src` to `dst` after a few checkpoints.
@@ -292,17 +286,10 @@ final class ResumeTests: FerryTestCase {
         let tiny = scratch.file("tiny")
         try writeRandom(tiny, size: 1000, seed: 1)
         _ = try copy(tiny, scratch.file("tiny.copy"))
-        let args = [TestPaths.ferry, "copy", src!, dst, "--progress", "none", "--json", "--ledger", ledger] + Self.options
-        let first = try start(args, in: scratch)
-        kill(first.pid, SIGSTOP)
-        _ = try waitForCheckpoint(ledger, role: "destination", chunks: Self.interruptAfter, process: first) {
-            kill(first.pid, SIGCONT)
-            usleep(3_000)
-            kill(first.pid, SIGSTOP)
-        }
+        let (first, args, _) = try localCopyStoppedAtCheckpoint(dst)
         kill(first.pid, SIGKILL)
         XCTAssertTrue(first.wait().signaled)
-        return Array(args.dropFirst())
+        return args
     }
 
     func testResumeRefusesASourceThatGrew() throws {
