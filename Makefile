@@ -60,9 +60,11 @@ demo: build
 bench: test-deps build
 	@sh bench/run.sh $(CURDIR)/$(BIN)
 
+# The plugin builds ferry its own way: in a scratch path of its own, so the static release
+# binary in .build/release is left as `make build` made it.
 man:
 	mkdir -p man/generated
-	$(SWIFT) package --allow-writing-to-package-directory generate-manual --multi-page --output-directory man/generated
+	$(SWIFT) package --scratch-path .build/man --allow-writing-to-package-directory generate-manual --multi-page --output-directory man/generated
 	sh scripts/man-install-names.sh man/generated man
 
 deb: deb-deps build

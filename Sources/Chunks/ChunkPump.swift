@@ -80,7 +80,8 @@ public final class ChunkPump: Sendable {
     private let failure = FirstFailure()
     private let zeroDigests = Mutex<[Int: Digest]>([:])
 
-    /// Chunks in flight: enough to keep reader, hashers and writer busy (about 64 MiB), at least 4.
+    /// Chunks in flight: enough to keep reader, hashers and writer busy: up to 32 and up to 64 MiB,
+    /// at least 4 (32 MiB at the default 1 MiB chunk).
     public static func defaultSlotCount(chunkSize: Int) -> Int {
         max(4, min(32, (64 << 20) / chunkSize))
     }

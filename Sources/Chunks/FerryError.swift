@@ -2,7 +2,9 @@ import Glibc
 
 /// An error a user can act on: what happened, where (path, offset), and what to do next.
 public struct FerryError: Error, CustomStringConvertible, Equatable {
-    /// The class of failure; it picks the exit status (see `ExitStatus` in FerryCommands).
+    /// The class of failure; it picks the exit status (see `ExitStatus` in FerryCommands). Data
+    /// that is not intact is not an error but a finding: copy, verify and resend report it, and
+    /// their commands map the report to exit status 1, 5 or 8.
     public enum Code: String, Sendable {
         case usage          // bad arguments
         case notFound       // a path, image or ledger record does not exist
@@ -11,9 +13,7 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
         case ledger         // the ledger cannot be opened, is not a ferry ledger, or is too new
         case wire           // the peer spoke a broken or incompatible protocol
         case remote         // the far side or its transport failed
-        case mismatch       // digests of the two ends differ
-        case unrepairable   // data still wrong after repair attempts
-        case interrupted
+        case interrupted    // SIGINT or SIGTERM
     }
 
     /// What the layer below said, kept typed so callers decide by value, never by message text.

@@ -4,7 +4,7 @@ import Chunks
 /// ferry's exit statuses, in one place (documented in ferry(1), EXIT STATUS).
 public enum ExitStatus: Int32, CaseIterable {
     case ok = 0
-    /// verify found corruption; copy's two ends disagree; resend left chunks bad.
+    /// verify found corruption or a size change; a copy's two ends disagree.
     case corrupt = 1
     case usage = 64
     case notFound = 3
@@ -23,16 +23,15 @@ public enum ExitStatus: Int32, CaseIterable {
         case .refused: return .refused
         case .ledger: return .ledger
         case .wire, .remote: return .remote
-        case .mismatch: return .corrupt
-        case .unrepairable: return .unrepairable
         case .interrupted: return .interrupted
         }
     }
 
     public static let manual = """
         0    success: the copy completed and both ends agree, or verify found every chunk intact.
-        1    data is not intact: verify found corrupt chunks or a size change, a copy's two ends \
-        computed different digests, or a resend left chunks bad.
+        1    data is not intact: verify found corrupt chunks or a size change, or a copy's two ends \
+        computed different digests (a resend that leaves chunks bad exits 8, or 5 when the source \
+        refused them).
         3    not found: a path, a ledger record or an image to verify does not exist.
         4    I/O error reading or writing an image.
         5    refused: ferry declined to do something unsafe (destination mounted or too small, \

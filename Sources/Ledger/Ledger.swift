@@ -1,4 +1,3 @@
-import CSQLite
 import Chunks
 import Glibc
 
