@@ -10,12 +10,11 @@ public enum LocalCopy {
         var chunkSize = options.chunkSize
         var resumeFrom: (dst: ImageRecord, src: ImageRecord)?
         if options.resume {
-            resumeFrom = try findUnfinished(source: srcPath, destination: dstPath, ledger: ledger)
+            resumeFrom = try Resume.unfinishedLocal(source: srcPath, destination: dstPath, ledger: ledger)
             if let r = resumeFrom { chunkSize = r.dst.chunkSize }
         }
         let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros)
-        let pump = ChunkPump(chunkSize: chunkSize)
         var transferId = newTransferID()
         var startIndex = 0
         var hasher = SHA256Hasher()
@@ -42,21 +41,12 @@ public enum LocalCopy {
             begun = true
         }
 
-        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: options.checkpointEvery, fill: { slot in
-            let n = try source.fill(slot)
-            // The destination is begun only after chunk 0 passed the container check, so a
-            // refused copy leaves the destination untouched.
-            if !begun { try openDestination() }
-            return n
-        }, consume: { slot in
-            try dest.accept(slot)
-            try source.record(slot)
-            progress.add(slot.length)
-        }, afterWhole: { slot in
-            try source.flush()
-            try dest.checkpoint(ledger: ledger, through: slot.index, hasher: slot.hasherAfter)
-            if let id = source.imageId { try ledger.checkpoint(image: id, chunks: slot.index + 1, state: slot.hasherAfter?.savedState) }
-        })
+        // The destination is begun only after chunk 0 passed the container check, so a refused
+        // copy leaves the destination untouched.
+        let origin = SourceEnd(source, checkpoints: .recordHere(ledger), afterFirstFill: begun ? nil : { try openDestination() })
+        let result = try CopyPass.run(from: origin, to: DestinationEnd(dest, checkpoints: .recordHere(ledger)),
+                                      startIndex: startIndex, hasher: hasher, checkpointEvery: options.checkpointEvery,
+                                      progress: progress)
         if !begun { try openDestination() }
 
         let size = UInt64(startIndex) * UInt64(chunkSize) + result.bytes
@@ -83,18 +73,5 @@ public enum LocalCopy {
             resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started)
-    }
-
-    /// The latest unfinished copy from `source` to `destination` in this ledger, if any.
-    static func findUnfinished(source: String, destination: String, ledger: Ledger) throws -> (dst: ImageRecord, src: ImageRecord)? {
-        let srcIdentity = DeviceIdentity.of(source)
-        let dstIdentity = DeviceIdentity.of(destination)
-        for dst in try ledger.images(named: dstIdentity.names)
-        where dst.role == .destination && !dst.complete && dstIdentity.canBe(dst.names) {
-            guard let peer = dst.peerImageId, let src = try ledger.image(peer), !src.complete,
-                  srcIdentity.canBe(src.names) else { continue }
-            return (dst, src)
-        }
-        return nil
     }
 }

@@ -28,49 +28,6 @@ public struct Hello: Codable, Sendable {
     }
 }
 
-/// What the client asks of `ferry serve`: everything the far side needs travels here, not on the
-/// remote command line, so serve also works behind an authorized_keys forced command.
-public struct Request: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable {
-        case receive        // write the image at `path` from chunk frames (push)
-        case send           // read the image at `path` and send chunk frames (pull)
-        case verify         // verify the image at `path` against the far ledger
-        case resendReceive = "resend-receive"   // repair the image at `path`
-        case resendSend = "resend-send"         // supply chunks of the source at `path`
-    }
-    public var operation: Operation
-    public var path: String
-    /// The far side's ledger; nil means its default.
-    public var ledger: String?
-    public var chunkSize: Int
-    public var size: UInt64?
-    public var transferId: String
-    /// The other end as the far side should record it: `host:path`.
-    public var peer: String
-    public var asIs = false
-    public var writeZeros = false
-    public var compressLevel: Int?
-    public var checkpointEvery: Int
-    public var resume = false
-    /// Resume: the checkpoints the client's ledger holds for this transfer.
-    public var checkpoints: [Int] = []
-    public var imageId: Int64?
-    /// Resend: chunk indices to repair, and the sub-block size.
-    public var chunks: [Int] = []
-    public var subBlockSize: Int = 0
-    public var force = false
-    /// Resend: verify the destination before planning the repair.
-    public var verifyFirst = false
-    /// Resend from a far source: the destination's repair plan.
-    public var plan: ResendPlan?
-
-    public init(operation: Operation, path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String,
-                peer: String, checkpointEvery: Int) {
-        (self.operation, self.path, self.ledger, self.chunkSize, self.size) = (operation, path, ledger, chunkSize, size)
-        (self.transferId, self.peer, self.checkpointEvery) = (transferId, peer, checkpointEvery)
-    }
-}
-
 /// The server's answer to a Request, once it is ready.
 public struct Ready: Codable, Sendable {
     public var host: String

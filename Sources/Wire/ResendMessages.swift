@@ -2,8 +2,8 @@ import Chunks
 
 /// The repair plan the destination side makes from its ledger: which chunks to repair and the
 /// hash each must have again.
-public struct ResendPlan: Codable, Sendable {
-    public struct Chunk: Codable, Sendable {
+public struct ResendPlan: Codable, Sendable, Equatable {
+    public struct Chunk: Codable, Sendable, Equatable {
         public var index: Int
         /// The chunk's hash as recorded when it was copied (the reference the repair must meet).
         public var sha256: String

@@ -20,25 +20,11 @@ public enum RemoteCopy {
         }
     }
 
-    /// With --resume: the unfinished record of this end of an earlier copy between the same two
-    /// places (nil, and a note saying so, when there is none).
-    static func unfinished(_ options: CopyOptions, role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
-        guard options.resume else { return nil }
-        let identity = DeviceIdentity.of(path)
-        let prior = try ledger.images(named: identity.names).first {
-            $0.role == role && !$0.complete && $0.peer == peer && identity.canBe($0.names)
-        }
-        if prior == nil {
-            FileHandle.standardError.write("ferry: nothing to resume between \(path) and \(peer) here; starting a fresh copy\n".data(using: .utf8)!)
-        }
-        return prior
-    }
-
     static func push(src: String, host: String, dst: String, options: CopyOptions, ledger: Ledger,
                      settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
         let peer = "\(host):\(dst)"
-        let prior = try unfinished(options, role: .source, path: src, peer: peer, ledger: ledger)
+        let prior = try Resume.unfinished(options.resume, role: .source, path: src, peer: peer, ledger: ledger)
         let chunkSize = prior?.chunkSize ?? options.chunkSize
         let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs)
         let shell = try Session.open(host: host, settings: settings)
@@ -46,14 +32,13 @@ public enum RemoteCopy {
         let conn = shell.connection
 
         let transferId = prior?.transferId ?? newTransferID()
-        var request = Request(operation: .receive, path: dst, ledger: settings.remoteLedger, chunkSize: chunkSize,
-                              size: source.size, transferId: transferId,
-                              peer: "\(ledger.host):\(source.identity.canonical)", checkpointEvery: options.checkpointEvery)
+        var request = CopyRequest(path: dst, ledger: settings.remoteLedger, chunkSize: chunkSize, size: source.size,
+                                  transferId: transferId, peer: "\(ledger.host):\(source.identity.canonical)",
+                                  checkpointEvery: options.checkpointEvery)
         request.writeZeros = options.writeZeros
         request.compressLevel = options.compressLevel
-        request.resume = prior != nil
-        request.checkpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) } ?? []
-        try conn.sendJSON(.request, request)
+        request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
+        try conn.send(.request, Request.receive(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
 
         var start = 0
@@ -69,23 +54,17 @@ public enum RemoteCopy {
                                 compressLevel: options.compressLevel, log: Session.remoteLog)
         let (result, body) = try resumable { try sender.run(startIndex: start, hasher: hasher, progress: progress) }
         let far = try JSONBody.decode(TransferResult.self, body, what: "result")
-        let size = UInt64(start) * UInt64(chunkSize) + result.bytes
-        let digest = result.wholeDigest!
-        let root = try source.complete(ledger: ledger, size: size, digest: digest)
-        let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size
-        try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
-            result: match ? .ok : .mismatch, bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
-            readMode: source.file.mode.rawValue,
-            detail: detail(transferId: transferId, resumedFrom: start, retransmissions: sender.retransmissions,
-                           zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
+        let sent = try Completion.sending(sender: sender, source: source, ledger: ledger, result: result, start: start,
+                                          far: far, transferId: transferId, bytesSent: conn.bytesSent)
+        let size = sent.size
         return CopyReport(
-            source: CopyEndReport(path: src, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
+            source: CopyEndReport(path: src, host: nil, size: size, sha256: sent.digest.hex, imageId: source.imageId,
                                   ledger: ledger.path, io: source.file.mode.rawValue),
             destination: CopyEndReport(path: dst, host: host, size: far.size, sha256: far.sha256, imageId: far.imageId,
                                        ledger: far.ledger, io: far.io),
             chunkSize: chunkSize, chunks: ChunkGeometry(size: size, chunkSize: chunkSize).count,
-            zeroChunks: source.zeroChunks, listRoot: root.hex, imageId: far.imageId, transferId: transferId,
-            digestsMatch: match, resumedFromChunk: start > 0 ? start : nil, bytesRead: source.bytesRead,
+            zeroChunks: source.zeroChunks, listRoot: sent.listRoot.hex, imageId: far.imageId, transferId: transferId,
+            digestsMatch: sent.match, resumedFromChunk: start > 0 ? start : nil, bytesRead: source.bytesRead,
             bytesWritten: far.bytesWritten, bytesSent: conn.bytesSent, zeroFrames: sender.zeroFrames,
             retransmissions: sender.retransmissions,
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
@@ -96,7 +75,7 @@ public enum RemoteCopy {
                      settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
         let peer = "\(host):\(src)"
-        let prior = try unfinished(options, role: .destination, path: dst, peer: peer, ledger: ledger)
+        let prior = try Resume.unfinished(options.resume, role: .destination, path: dst, peer: peer, ledger: ledger)
         let chunkSize = prior?.chunkSize ?? options.chunkSize
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros)
         // Check the destination before the far side reads a byte.
@@ -106,14 +85,13 @@ public enum RemoteCopy {
         let conn = shell.connection
 
         let transferId = prior?.transferId ?? newTransferID()
-        var request = Request(operation: .send, path: src, ledger: settings.remoteLedger, chunkSize: chunkSize, size: nil,
-                              transferId: transferId, peer: "\(ledger.host):\(dest.identity.canonical)",
-                              checkpointEvery: options.checkpointEvery)
+        var request = CopyRequest(path: src, ledger: settings.remoteLedger, chunkSize: chunkSize, size: nil,
+                                  transferId: transferId, peer: "\(ledger.host):\(dest.identity.canonical)",
+                                  checkpointEvery: options.checkpointEvery)
         request.asIs = options.asIs
         request.compressLevel = options.compressLevel
-        request.resume = prior != nil
-        request.checkpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) } ?? []
-        try conn.sendJSON(.request, request)
+        request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
+        try conn.send(.request, Request.send(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
         try dest.open(expectedSize: ready.size, source: nil)
 
@@ -134,7 +112,7 @@ public enum RemoteCopy {
                                     checkpointEvery: options.checkpointEvery, expectedSize: ready.size,
                                     beforeFirstWrite: begin, log: Session.remoteLog)
         let result = try resumable { try receiver.run(startIndex: start, hasher: hasher, progress: progress) }
-        let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result,
+        let outcome = try Completion.receiving(receiver: receiver, destination: dest, ledger: ledger, result: result,
                                            start: start, transferId: transferId)
         try conn.sendJSON(.result, outcome.result)
         let end = receiver.end!
@@ -159,10 +137,5 @@ public enum RemoteCopy {
             e.hint = (e.hint.map { $0 + "; " } ?? "") + "what was made durable is kept: run the same `ferry copy` with --resume to continue from the last checkpoint"
             throw e
         }
-    }
-
-    static func detail(transferId: String, resumedFrom: Int, retransmissions: Int, zeroFrames: Int, farDigest: String) -> String {
-        CopyRunDetail(transferId: transferId, resumedFrom: resumedFrom, retransmissions: retransmissions,
-                      zeroFrames: zeroFrames, farSha256: farDigest).json
     }
 }

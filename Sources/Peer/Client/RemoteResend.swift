@@ -16,12 +16,10 @@ public enum RemoteResend {
             let shell = try Session.open(host: host, settings: settings)
             defer { shell.finish() }
             let conn = shell.connection
-            var request = Request(operation: .resendReceive, path: dst, ledger: settings.remoteLedger, chunkSize: 0, size: nil,
-                                  transferId: "", peer: "\(ledger.host):\(src)", checkpointEvery: 0)
-            request.imageId = imageId
-            request.verifyFirst = verifyFirst
-            request.subBlockSize = subBlockSize
-            try conn.sendJSON(.request, request)
+            let request = Request.resendReceive(RepairRequest(path: dst, ledger: settings.remoteLedger, imageId: imageId,
+                                                              verifyFirst: verifyFirst, subBlockSize: subBlockSize,
+                                                              peer: "\(ledger.host):\(src)"))
+            try conn.send(.request, request.encode())
             let ready = try JSONBody.decode(ResendReady.self, try conn.expect(.ready, log: Session.remoteLog), what: "resend ready")
             let verify = try ready.verifyJSON.map { try JSONBody.decode(VerifyReport.self, Array($0.utf8), what: "verify") }
             if ready.plan.chunks.isEmpty && (verify?.sizeChanged != true) {
@@ -45,12 +43,9 @@ public enum RemoteResend {
             let shell = try Session.open(host: host, settings: settings)
             defer { shell.finish() }
             let conn = shell.connection
-            var request = Request(operation: .resendSend, path: src, ledger: settings.remoteLedger, chunkSize: target.plan.chunkSize,
-                                  size: target.plan.size, transferId: target.plan.transferId, peer: "\(ledger.host):\(dst)",
-                                  checkpointEvery: 0)
-            request.plan = target.plan
-            request.force = force
-            try conn.sendJSON(.request, request)
+            let request = Request.resendSend(SupplyRequest(path: src, ledger: settings.remoteLedger, plan: target.plan, force: force,
+                                                           peer: "\(ledger.host):\(dst)"))
+            try conn.send(.request, request.encode())
             _ = try conn.expect(.ready, log: Session.remoteLog)
             let result = try target.drive(conn, log: Session.remoteLog, progress: progress)
             return ResendReport(source: source.display, destination: dst, plan: target.plan, result: result,

@@ -12,10 +12,8 @@ public enum RemoteVerify {
         let shell = try Session.open(host: host, settings: settings)
         defer { shell.finish() }
         let conn = shell.connection
-        var request = Request(operation: .verify, path: path, ledger: settings.remoteLedger, chunkSize: 0, size: nil,
-                              transferId: "", peer: Ledger.hostname(), checkpointEvery: 0)
-        request.imageId = imageId
-        try conn.sendJSON(.request, request)
+        let request = Request.verify(VerifyRequest(path: path, ledger: settings.remoteLedger, imageId: imageId))
+        try conn.send(.request, request.encode())
         var talk = Conversation(.verifyClient, peer: conn.peerName)
         while true {
             let incoming = try conn.receive()

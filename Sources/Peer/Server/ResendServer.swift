@@ -8,7 +8,7 @@ import Wire
 /// `ferry serve`'s two resend roles.
 enum ResendServer {
     /// The destination is here: plan from this host's ledger, then repair with the client's source.
-    static func receive(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+    static func receive(_ request: RepairRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         let target = try RepairTarget.prepare(path: request.path, ledger: ledger, imageId: request.imageId,
                                               verifyFirst: request.verifyFirst, subBlockSize: request.subBlockSize,
                                               progress: ProgressCounter())
@@ -19,9 +19,8 @@ enum ResendServer {
     }
 
     /// The source is here: supply the sub-blocks the client's destination asks for.
-    static func send(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
-        guard let plan = request.plan else { throw FerryError(.wire, "resend request without a plan") }
-        let supplier = try RepairSource(connection: conn, path: request.path, plan: plan, ledger: ledger, force: request.force)
+    static func send(_ request: SupplyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+        let supplier = try RepairSource(connection: conn, path: request.path, plan: request.plan, ledger: ledger, force: request.force)
         try conn.sendJSON(.ready, Ready(host: ledger.host, ledger: ledger.path))
         _ = try supplier.serve()
     }

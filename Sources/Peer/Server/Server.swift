@@ -15,15 +15,14 @@ public enum Server {
         let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
         do {
             _ = try Handshake.run(conn, hello: Session.hello(), log: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
-            let request = try JSONBody.decode(Request.self, try conn.expect(.request, log: { _ in }), what: "request")
-            try validate(request)
+            let request = try Request.decode(try conn.expect(.request, log: { _ in }))
             let ledger = try Ledger(path: request.ledger ?? Ledger.defaultPath(environment: environment))
-            switch request.operation {
-            case .receive: try receive(request, conn: conn, ledger: ledger, log: log)
-            case .send: try send(request, conn: conn, ledger: ledger, log: log)
-            case .verify: try verify(request, conn: conn, ledger: ledger)
-            case .resendReceive: try ResendServer.receive(request, conn: conn, ledger: ledger, log: log)
-            case .resendSend: try ResendServer.send(request, conn: conn, ledger: ledger, log: log)
+            switch request {
+            case .receive(let r): try receive(r, conn: conn, ledger: ledger, log: log)
+            case .send(let r): try send(r, conn: conn, ledger: ledger, log: log)
+            case .verify(let r): try verify(r, conn: conn, ledger: ledger)
+            case .resendReceive(let r): try ResendServer.receive(r, conn: conn, ledger: ledger, log: log)
+            case .resendSend(let r): try ResendServer.send(r, conn: conn, ledger: ledger, log: log)
             }
             return nil
         } catch let e as FerryError {
@@ -37,47 +36,14 @@ public enum Server {
         }
     }
 
-    /// Numbers from the client are checked before anything divides or loops by them.
-    static func validate(_ r: Request) throws {
-        // Serve's stdin and stdout carry the session: an image there would be mixed into frames.
-        guard r.path != "-" else {
-            throw FerryError(.usage, "the far end cannot read or write an image on '-': its stdin and stdout carry the session",
-                             hint: "name a file or block device on the far host")
-        }
-        func subBlockOK(_ n: Int) -> Bool { n >= 4096 && n % 4096 == 0 && n <= ChunkGeometry.maxChunkSize }
-        switch r.operation {
-        case .receive, .send:
-            try ChunkGeometry.validate(r.chunkSize)
-            guard r.checkpointEvery >= 1 else { throw FerryError(.wire, "the request's checkpoint interval is \(r.checkpointEvery)") }
-        case .resendReceive:
-            guard subBlockOK(r.subBlockSize) else { throw FerryError(.wire, "the request's sub-block size is \(r.subBlockSize)") }
-        case .resendSend:
-            guard let plan = r.plan else { throw FerryError(.wire, "resend request without a plan") }
-            try ChunkGeometry.validate(plan.chunkSize)
-            guard subBlockOK(plan.subBlockSize) else { throw FerryError(.wire, "the plan's sub-block size is \(plan.subBlockSize)") }
-        case .verify:
-            break
-        }
-    }
-
-    /// Resume: this end's unfinished record of the transfer, and the newest checkpoint that
-    /// both ends hold (the client listed its own in the request).
-    static func resumePoint(_ request: Request, role: ImageRole, ledger: Ledger) throws -> (ImageRecord, Int)? {
-        guard request.resume,
-              let prior = try ledger.images(transfer: request.transferId).last(where: { $0.role == role && !$0.complete })
-        else { return nil }
-        let n = Resume.common(try ledger.checkpointCounts(image: prior.id), request.checkpoints)
-        return n > 0 ? (prior, n) : nil
-    }
-
     /// Push: write the image at `request.path` from the client's chunk frames.
-    static func receive(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+    static func receive(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ChunkGeometry.validate(request.chunkSize)
         let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros)
         try dest.open(expectedSize: request.size, source: nil)
         var start = 0
         var hasher = SHA256Hasher()
-        if let (prior, n) = try resumePoint(request, role: .destination, ledger: ledger) {
+        if let (prior, n) = try Resume.point(transferId: request.transferId, role: .destination, theirs: request.resumeCheckpoints, ledger: ledger) {
             hasher = try dest.resume(ledger: ledger, image: prior, at: n)
             start = n
         }
@@ -95,18 +61,18 @@ public enum Server {
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger, checkpointEvery: request.checkpointEvery,
                                     expectedSize: request.size, beforeFirstWrite: begin, log: log)
         let result = try receiver.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
-        let outcome = try Receiving.finish(receiver: receiver, destination: dest, ledger: ledger, result: result, start: start,
+        let outcome = try Completion.receiving(receiver: receiver, destination: dest, ledger: ledger, result: result, start: start,
                                            transferId: request.transferId)
         try conn.sendJSON(.result, outcome.result)
     }
 
     /// Pull: read the image at `request.path` and send it.
-    static func send(_ request: Request, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+    static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ChunkGeometry.validate(request.chunkSize)
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs)
         var start = 0
         var hasher = SHA256Hasher()
-        if let (prior, n) = try resumePoint(request, role: .source, ledger: ledger) {
+        if let (prior, n) = try Resume.point(transferId: request.transferId, role: .source, theirs: request.resumeCheckpoints, ledger: ledger) {
             hasher = try source.resume(ledger: ledger, image: prior, at: n)
             start = n
         }
@@ -122,19 +88,12 @@ public enum Server {
                                 compressLevel: request.compressLevel, log: log)
         let (result, body) = try sender.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
         let far = try JSONBody.decode(TransferResult.self, body, what: "result")
-        let size = UInt64(start) * UInt64(request.chunkSize) + result.bytes
-        let digest = result.wholeDigest!
-        let root = try source.complete(ledger: ledger, size: size, digest: digest)
-        let match = far.sha256 == digest.hex && far.listRoot == root.hex
-        try ledger.finishRun(source.copyRun!, image: source.imageId!, Ledger.RunEnd(
-            result: match ? .ok : .mismatch, bytesRead: source.bytesRead, bytesSent: conn.bytesSent,
-            readMode: source.file.mode.rawValue,
-            detail: RemoteCopy.detail(transferId: request.transferId, resumedFrom: start, retransmissions: sender.retransmissions,
-                                      zeroFrames: sender.zeroFrames, farDigest: far.sha256)))
+        _ = try Completion.sending(sender: sender, source: source, ledger: ledger, result: result, start: start, far: far,
+                                   transferId: request.transferId, bytesSent: conn.bytesSent)
     }
 
     /// Verify the image at `request.path` here, streaming progress, and send the report.
-    static func verify(_ request: Request, conn: Connection, ledger: Ledger) throws {
+    static func verify(_ request: VerifyRequest, conn: Connection, ledger: Ledger) throws {
         let progress = ProgressCounter()
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         timer.schedule(deadline: .now() + 0.5, repeating: 0.5)

@@ -1,10 +1,13 @@
 import Chunks
+import Foundation
 import Ledger
 
-/// Continuing an interrupted copy at a checkpoint: chunks [0, n) are durable at the destination
-/// and recorded at both ends. Before trusting that, each end re-reads its own chunk n-1 and
-/// checks it against its ledger; the whole-image hash continues from the state saved at n (or,
-/// when that state is missing or from an incompatible build, from a re-read of the prefix).
+/// Continuing an interrupted copy at a checkpoint n: chunks [0, n) are durable at the
+/// destination and recorded at both ends. Here is where a copy resumes (one lookup per kind of
+/// copy, all in this file) and what each end checks before it trusts that: it re-reads its own
+/// chunk n-1 and checks it against its ledger; the whole-image hash continues from the state
+/// saved at n (or, when that state is missing or from an incompatible build, from a re-read of
+/// the prefix).
 public enum Resume {
     /// Reads chunk `index` of an end into a buffer; returns its length.
     typealias ChunkReader = (Int, AlignedBuffer) throws -> Int
@@ -27,6 +30,46 @@ public enum Resume {
             h.update(buf.pointer, m)
         }
         return h
+    }
+
+    // MARK: Where a copy resumes, by who asks
+
+    /// A local copy: the latest unfinished copy from `source` to `destination` in this ledger,
+    /// found by both images' names.
+    static func unfinishedLocal(source: String, destination: String, ledger: Ledger) throws -> (dst: ImageRecord, src: ImageRecord)? {
+        let srcIdentity = DeviceIdentity.of(source)
+        let dstIdentity = DeviceIdentity.of(destination)
+        for dst in try ledger.images(named: dstIdentity.names)
+        where dst.role == .destination && !dst.complete && dstIdentity.canBe(dst.names) {
+            guard let peer = dst.peerImageId, let src = try ledger.image(peer), !src.complete,
+                  srcIdentity.canBe(src.names) else { continue }
+            return (dst, src)
+        }
+        return nil
+    }
+
+    /// The client of a remote copy: the unfinished record of this end of an earlier copy between
+    /// the same two places, found by name and peer (nil, and a note saying so, when there is none).
+    public static func unfinished(_ resume: Bool, role: ImageRole, path: String, peer: String, ledger: Ledger) throws -> ImageRecord? {
+        guard resume else { return nil }
+        let identity = DeviceIdentity.of(path)
+        let prior = try ledger.images(named: identity.names).first {
+            $0.role == role && !$0.complete && $0.peer == peer && identity.canBe($0.names)
+        }
+        if prior == nil {
+            FileHandle.standardError.write("ferry: nothing to resume between \(path) and \(peer) here; starting a fresh copy\n".data(using: .utf8)!)
+        }
+        return prior
+    }
+
+    /// `ferry serve`: this end's unfinished record of the transfer, and the newest checkpoint
+    /// that both ends hold (`theirs`: the client's, from the request; nil for a fresh copy).
+    public static func point(transferId: String, role: ImageRole, theirs: [Int]?, ledger: Ledger) throws -> (ImageRecord, Int)? {
+        guard let theirs,
+              let prior = try ledger.images(transfer: transferId).last(where: { $0.role == role && !$0.complete })
+        else { return nil }
+        let n = common(try ledger.checkpointCounts(image: prior.id), theirs)
+        return n > 0 ? (prior, n) : nil
     }
 
     /// The chunk counts at which both ends hold a checkpoint: the largest is where to continue.

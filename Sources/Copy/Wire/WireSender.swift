@@ -8,7 +8,7 @@ import Synchronization
 /// source once, sends chunk frames (zero chunks without payload, optionally zstd), keeps several
 /// chunks in flight, and on a second thread answers the receiver: re-sends chunks that arrived
 /// damaged, and records checkpoints the receiver made durable.
-public final class WireSender {
+public final class WireSender: ChunkTarget {
     let connection: Connection
     let source: SourceReader
     let ledger: Ledger
@@ -34,7 +34,7 @@ public final class WireSender {
         self.log = log
     }
 
-    private var failure: (any Error)? { peerFailure.error }
+    public var failure: (any Error)? { peerFailure.error }
 
     /// Streams chunks from `startIndex`, then End; returns the pump's result and the receiver's
     /// result frame body.
@@ -43,19 +43,10 @@ public final class WireSender {
         // transactions are locked), `states` and `peerFailure`; it re-reads the source through
         // its own buffer and a positioned read.
         let listener = Worker<[UInt8]?>(name: "ferry.sender-acks") { [self] in try listen() }
-        let pump = ChunkPump(chunkSize: source.chunkSize)
         let result: PumpResult
         do {
-            result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, fill: { slot in
-                if let failure { throw failure }
-                return try source.fill(slot)
-            }, consume: { [self] slot in
-                try send(slot)
-                try source.record(slot)
-                progress.add(slot.length)
-            }, afterWhole: { [self] slot in
-                states.put(slot.index + 1, slot.hasherAfter)
-            })
+            result = try CopyPass.run(from: SourceEnd(source, checkpoints: .onAcknowledgement), to: self,
+                                      startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, progress: progress)
             try source.flush()
             let size = UInt64(startIndex) * UInt64(source.chunkSize) + result.bytes
             try connection.sendJSON(.end, End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex))
@@ -70,7 +61,11 @@ public final class WireSender {
         return (result, peerResult ?? [])
     }
 
-    private func send(_ slot: ChunkSlot) throws {
+    /// The listener records the checkpoint when the receiver reports it durable; until then
+    /// the hash state waits here.
+    public func checkpoint(_ slot: ChunkSlot) throws { states.put(slot.index + 1, slot.hasherAfter) }
+
+    public func take(_ slot: ChunkSlot) throws {
         var flags: ChunkFlags = []
         var payload = slot.bytes
         if slot.isZero {

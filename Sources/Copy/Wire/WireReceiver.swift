@@ -8,7 +8,7 @@ import Wire
 /// before anything is written or fed to the whole-image hash, asks again (a bounded number of
 /// times) for chunks that arrived damaged, writes through the DestinationWriter, and makes data
 /// durable at checkpoints that the sender acknowledges.
-public final class WireReceiver {
+public final class WireReceiver: ChunkOrigin {
     let connection: Connection
     let destination: DestinationWriter
     let ledger: Ledger
@@ -47,24 +47,26 @@ public final class WireReceiver {
     }
 
     public func run(startIndex: Int, hasher: SHA256Hasher, progress: ProgressCounter) throws -> PumpResult {
-        let pump = ChunkPump(chunkSize: destination.chunkSize)
-        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, fill: { slot in
-            try fill(slot, pump: pump)
-        }, consume: { [self] slot in
-            try destination.accept(slot)
-            progress.add(slot.length)
-        }, afterWhole: { [self] slot in
-            // Durable first; the checkpoint is recorded when the sender acknowledges it.
-            try destination.makeDurable(through: slot.index)
+        // Durable first; the checkpoint is recorded here when the sender acknowledges it.
+        let target = DestinationEnd(destination, checkpoints: .tell { [self] slot in
             states.put(slot.index + 1, slot.hasherAfter)
             try connection.send(.checkpoint, U64Body.encode(UInt64(slot.index + 1)))
         })
+        return try CopyPass.run(from: self, to: target, startIndex: startIndex, hasher: hasher,
+                                checkpointEvery: checkpointEvery, progress: progress)
+    }
+
+    public var chunkSize: Int { destination.chunkSize }
+    public func taken(_ slot: ChunkSlot) throws {}
+    public func checkpointed(_ slot: ChunkSlot) throws {}
+
+    /// An empty image: the destination is begun all the same.
+    public func finished() throws {
         if let first = beforeFirstWrite { beforeFirstWrite = nil; try first() }
-        return result
     }
 
     /// Fills `slot` with chunk `slot.index` as received and checked; 0 at the sender's End.
-    private func fill(_ slot: ChunkSlot, pump: ChunkPump) throws -> Int {
+    public func fill(_ slot: ChunkSlot, pump: ChunkPump) throws -> Int {
         let want = slot.index
         while true {
             if let (header, data) = stash.removeValue(forKey: want) {
