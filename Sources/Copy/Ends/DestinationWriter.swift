@@ -10,12 +10,13 @@ public final class DestinationWriter {
     public let identity: DeviceIdentity
     public let chunkSize: Int
     public private(set) var file: ImageFile?
-    public private(set) var imageId: Int64?
+    private var record: EndRecord?
+    public var imageId: Int64? { record?.imageId }
     /// The ledger run recording this copy at the destination end (started with the record).
-    public private(set) var copyRun: Int64?
+    public var copyRun: Int64? { record?.copyRun }
     public private(set) var bytesWritten: UInt64 = 0
     let writeZeros: Bool
-    var recorder: ChunkRecorder?
+    var recorder: ChunkRecorder? { record?.recorder }
     /// True while the file region being written is known to read as zeros already (a file just
     /// truncated and sized), so zero chunks need no I/O at all.
     private var regionIsHole = false
@@ -94,19 +95,13 @@ public final class DestinationWriter {
 
     public func register(in ledger: Ledger, size: UInt64?, transferId: String, peer: String?, options: String?) throws {
         guard let file else { return }
-        let id = try ledger.createImage(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
-                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, options: options))
-        imageId = id
-        recorder = ChunkRecorder(ledger: ledger, image: id)
-        copyRun = try ledger.startRun(image: id, kind: .copy)
+        record = try EndRecord.register(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, options: options),
+                                        in: ledger)
     }
 
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
-        imageId = image
-        let r = ChunkRecorder(ledger: ledger, image: image)
-        try r.restore(upTo: n)
-        recorder = r
-        copyRun = try ledger.startRun(image: image, kind: .copy)
+        record = try EndRecord.reattach(image: image, upTo: n, in: ledger)
     }
 
     /// Writes one chunk at its offset (streams: appended) and records its hash.

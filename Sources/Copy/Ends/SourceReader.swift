@@ -9,10 +9,11 @@ public final class SourceReader {
     private let counted = ProgressCounter()
     /// Bytes read from the source so far (the pump's reads and any re-reads).
     public var bytesRead: UInt64 { counted.bytes }
-    public private(set) var imageId: Int64?
+    private var record: EndRecord?
+    public var imageId: Int64? { record?.imageId }
     /// The ledger run recording this copy at the source end (started with the record).
-    public private(set) var copyRun: Int64?
-    var recorder: ChunkRecorder?
+    public var copyRun: Int64? { record?.copyRun }
+    var recorder: ChunkRecorder? { record?.recorder }
     let asIs: Bool
 
     public init(path: String, chunkSize: Int, asIs: Bool) throws {
@@ -26,20 +27,13 @@ public final class SourceReader {
 
     /// Creates the source's image record (role source) in `ledger`.
     public func register(in ledger: Ledger, transferId: String, peer: String?) throws {
-        let id = try ledger.createImage(NewImage(role: .source, identity: identity, kind: file.kind, size: file.size,
-                                                 chunkSize: chunkSize, transferId: transferId, peer: peer))
-        imageId = id
-        recorder = ChunkRecorder(ledger: ledger, image: id)
-        copyRun = try ledger.startRun(image: id, kind: .copy)
+        record = try EndRecord.register(NewImage(role: .source, identity: identity, kind: file.kind, size: file.size,
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer), in: ledger)
     }
 
     /// Re-attaches to an unfinished source record whose chunks [0, n) are recorded.
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
-        imageId = image
-        let r = ChunkRecorder(ledger: ledger, image: image)
-        try r.restore(upTo: n)
-        recorder = r
-        copyRun = try ledger.startRun(image: image, kind: .copy)
+        record = try EndRecord.reattach(image: image, upTo: n, in: ledger)
     }
 
     /// Fills `slot` with the chunk at its index. Returns 0 at the end of the source.

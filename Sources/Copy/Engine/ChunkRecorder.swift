@@ -61,3 +61,24 @@ final class ChunkRecorder {
 
     var listRoot: Digest { lock.withLock { _ in list.finalized() } }
 }
+
+/// One end's records of one copy in its ledger: the image, its chunk rows, and the copy run.
+struct EndRecord {
+    let imageId: Int64
+    let recorder: ChunkRecorder
+    let copyRun: Int64
+
+    /// A new image record, with a copy run started.
+    static func register(_ image: NewImage, in ledger: Ledger) throws -> EndRecord {
+        let id = try ledger.createImage(image)
+        return EndRecord(imageId: id, recorder: ChunkRecorder(ledger: ledger, image: id),
+                         copyRun: try ledger.startRun(image: id, kind: .copy))
+    }
+
+    /// An unfinished image record whose chunks [0, n) are recorded, with a new copy run.
+    static func reattach(image: Int64, upTo n: Int, in ledger: Ledger) throws -> EndRecord {
+        let recorder = ChunkRecorder(ledger: ledger, image: image)
+        try recorder.restore(upTo: n)
+        return EndRecord(imageId: image, recorder: recorder, copyRun: try ledger.startRun(image: image, kind: .copy))
+    }
+}
