@@ -131,6 +131,29 @@ final class BadInputTests: FerryTestCase {
         XCTAssertEqual(readAll(ledger), before)
     }
 
+    /// A ledger row holding a value this ferry does not know (damage, an edit, a newer ferry) is
+    /// named and refused, never read as some default; a chunk row whose hash is not 32 bytes is
+    /// never read as the hash of nothing.
+    func testLedgerRowsWithUnknownValuesAreRefusedNotDefaulted() throws {
+        let dst = scratch.file("dst.img")
+        let copied = try copy(src, dst, ["--chunk-size", "64K"])
+        let id = try XCTUnwrap(copied.destination.imageId)
+        func sqlite(_ sql: String) throws {
+            let r = try runProcess(["/usr/bin/env", "sqlite3", ledger, sql], in: scratch)
+            guard r.status == 0 else { throw XCTSkip("sqlite3 CLI not available: \(r.summary)") }
+        }
+        try sqlite("UPDATE runs SET kind = 'defrag' WHERE image_id = \(id);")
+        let show = try ferry(["ledger", "show", String(id), "--ledger", ledger])
+        assertRefusal(show, status: 6, mentions: [ledger, "'defrag'"])
+
+        try sqlite("UPDATE runs SET kind = 'copy' WHERE image_id = \(id); UPDATE images SET kind = 'tape' WHERE id = \(id);")
+        assertRefusal(try ferry(["ledger", "list", "--ledger", ledger]), status: 6, mentions: ["kind of image \(id)", "'tape'"])
+
+        try sqlite("UPDATE images SET kind = 'file' WHERE id = \(id); UPDATE chunks SET sha256 = x'0102' WHERE image_id = \(id) AND idx = 2;")
+        let v = try ferry(["verify", dst, "--progress", "none", "--ledger", ledger])
+        assertRefusal(v, status: 6, mentions: ["chunk 2 of image \(id) has no valid SHA-256"])
+    }
+
     func testBadChunkSizes() throws {
         let dst = scratch.file("dst.img")
         for size in ["3M", "32K", "512M", "1000", "lots"] {
