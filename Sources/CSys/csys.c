@@ -73,3 +73,13 @@ void csys_install_interrupts(void) {
 int csys_interrupt_signal(void) { return interrupt_signal; }
 
 void csys_raise_interrupt(int sig) { interrupt_signal = sig; }
+
+int csys_ofd_trylock(int fd) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    return fcntl(fd, F_OFD_SETLK, &fl);
+}

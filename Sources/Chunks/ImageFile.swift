@@ -192,6 +192,22 @@ public final class ImageFile {
         _ = csys_fadvise(b, 0, 0, 1)
     }
 
+    // MARK: Claiming
+
+    /// Claims a destination file for this run: a lock on its open file description, so a
+    /// second ferry writing the same file (a copy, a resume or a resend, local or arriving over
+    /// ssh) is refused before it changes a byte, and the claim ends with the process however it
+    /// ends. A block device is claimed by its O_EXCL open instead. Where the file system has no
+    /// such locks the copy goes on unclaimed, as before.
+    public func claimForWriting() throws {
+        guard kind == .file else { return }
+        if csys_ofd_trylock(fd) == 0 { return }
+        if errno == EAGAIN || errno == EACCES {
+            throw FerryError(.refused, "\(path) is being written by another ferry run (a copy, resume or resend)",
+                             hint: "wait for that run to end or stop it; two writers would leave a mixture of both")
+        }
+    }
+
     // MARK: Reading
 
     /// Reads up to `count` bytes at `offset` (positioned) or from the stream, looping over short

@@ -21,6 +21,10 @@ struct CopyCommand: ParsableCommand {
             devices). The destination is fdatasync'ed before the ledger marks it complete, and at \
             checkpoints (every --checkpoint bytes) so that --resume can continue an interrupted copy.
 
+            The destination is claimed for the whole run, on the host where it lives: a file by a \
+            lock on its open file description, a block device by an exclusive open. A second \
+            ferry copy, resume or resend onto it is refused (exit 5) before it changes a byte.
+
             A source that starts with a VDI, qcow2, VMDK, VHD or VHDX header is refused: copy the \
             raw disk inside it (qemu-nbd --read-only -c /dev/nbd0 disk.vdi; ferry copy /dev/nbd0 ...), \
             or pass --as-is.

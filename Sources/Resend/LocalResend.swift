@@ -47,7 +47,14 @@ public enum LocalResend {
             shutdown(fds[0], Int32(SHUT_RDWR))
             let sourceOutcome = sourceThread.result()
             close(fds[0]); close(fds[1])
-            if case .failure(let e) = sourceOutcome { throw e }
+            // The source side's own failure is the cause (the destination side got it as an error
+            // frame, or lost the connection), unless all the source side saw was its socket
+            // closing behind a destination that failed on its own (a busy or unwritable image).
+            if case .failure(let e) = sourceOutcome {
+                let sourceOnlyLostUs = (e as? FerryError)?.code == .remote
+                let weLostIt = [.wire, .remote].contains((error as? FerryError)?.code)
+                if !sourceOnlyLostUs || weLostIt { throw e }
+            }
             throw error
         }
         let sourceOutcome = sourceThread.result()

@@ -26,6 +26,11 @@ int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int fl
 /// posix_fadvise: 1 = SEQUENTIAL, 2 = DONTNEED. Returns 0 or an errno value.
 int csys_fadvise(int fd, int64_t offset, int64_t length, int advice);
 
+/// Takes a write lock on the whole of `fd`'s file that belongs to its open file description
+/// (F_OFD_SETLK): another process, or another open of the file, cannot take it while this
+/// description is open. 0, or -1 with errno (EAGAIN or EACCES: held elsewhere).
+int csys_ofd_trylock(int fd);
+
 /// The commit this binary was built from (FERRY_COMMIT at build time), or "unknown".
 const char *csys_build_commit(void);
 

@@ -49,6 +49,7 @@ public final class DestinationWriter {
             return
         }
         let f = try ImageFile.openForWriting(path, truncate: false)
+        try f.claimForWriting()
         if let source, source.kind == f.kind, source.kind != .stream, source.device == f.device, source.inode == f.inode {
             throw FerryError(.refused, "source and destination are the same \(f.kind == .blockDevice ? "device" : "file") (\(path))",
                              hint: "name a different destination")
@@ -83,7 +84,11 @@ public final class DestinationWriter {
     /// Starts a fresh copy: a file destination is truncated and sized to `expectedSize`, so zero
     /// chunks stay holes. Called once the first chunk passed the source's checks.
     public func beginFresh(expectedSize: UInt64?) throws {
-        if file == nil { file = try ImageFile.openForWriting(path, truncate: false) }
+        if file == nil {
+            let f = try ImageFile.openForWriting(path, truncate: false)
+            try f.claimForWriting()
+            file = f
+        }
         guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }
         try checkFits(f, expectedSize)
         if f.kind == .file {
