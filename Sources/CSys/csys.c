@@ -72,8 +72,6 @@ void csys_install_interrupts(void) {
 
 int csys_interrupt_signal(void) { return interrupt_signal; }
 
-void csys_raise_interrupt(int sig) { interrupt_signal = sig; }
-
 int csys_ofd_trylock(int fd) {
     struct flock fl;
     memset(&fl, 0, sizeof fl);

@@ -47,7 +47,7 @@ public final class FirstFailure: Sendable {
 }
 
 /// A closure the pump calls from its sink thread only, one call at a time, while the thread that
-/// handed it over waits in `run`. The caller's closures capture its own non-Sendable state, which
+/// handed it over is still inside `run`, filling slots. The caller's closures capture its own non-Sendable state, which
 /// the fill closure on the caller's thread may touch as well: the callers keep those two apart
 /// (fill reads, the sink writes and records), and that is the contract the compiler cannot see.
 struct SinkCall<Argument>: @unchecked Sendable {

@@ -36,12 +36,6 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
         self.cause = cause
     }
 
-    /// The errno of a failed syscall, when that is what this error is.
-    public var systemErrno: Int32? {
-        if case .errno(let e)? = cause { return e }
-        return nil
-    }
-
     public var description: String {
         guard let hint else { return message }
         return "\(message) (\(hint))"

@@ -103,20 +103,13 @@ public struct FrameParser {
     }
 }
 
-/// Frames as bytes, for `Connection` and for tests.
+/// Frame heads as bytes. `Connection` sends a control frame as `FrameHead.encode` plus its body,
+/// and a chunk frame as `chunkHead` plus its payload, in one writev without copying either.
 public enum FrameSerializer {
-    public static func control(_ type: FrameType, _ body: [UInt8]) -> [UInt8] {
-        FrameHead.encode(type, bodyLength: body.count) + body
-    }
-
     /// A chunk frame's head and header; the payload follows without a copy.
     public static func chunkHead(_ header: ChunkHeader, payloadLength: Int) -> [UInt8] {
         var out = FrameHead.encode(.chunk, bodyLength: ChunkHeader.size + payloadLength)
         header.encode(into: &out)
         return out
-    }
-
-    public static func chunk(_ header: ChunkHeader, payload: [UInt8]) -> [UInt8] {
-        chunkHead(header, payloadLength: payload.count) + payload
     }
 }

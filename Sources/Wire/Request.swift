@@ -19,16 +19,6 @@ public enum Request: Sendable, Equatable {
     /// Resend, source far: supply sub-blocks of `path` for the client's plan.
     case resendSend(SupplyRequest)
 
-    /// The image the far side works on.
-    public var path: String {
-        switch self {
-        case .receive(let r), .send(let r): return r.path
-        case .verify(let r): return r.path
-        case .resendReceive(let r): return r.path
-        case .resendSend(let r): return r.path
-        }
-    }
-
     /// The far side's ledger; nil means its default.
     public var ledger: String? {
         switch self {

@@ -161,6 +161,17 @@ final class WireParserTests: XCTestCase {
     }
 }
 
+/// Whole frames as bytes, built from the same head encoders `Connection` sends with.
+extension FrameSerializer {
+    static func control(_ type: FrameType, _ body: [UInt8]) -> [UInt8] {
+        FrameHead.encode(type, bodyLength: body.count) + body
+    }
+
+    static func chunk(_ header: ChunkHeader, payload: [UInt8]) -> [UInt8] {
+        chunkHead(header, payloadLength: payload.count) + payload
+    }
+}
+
 extension Frame {
     var type: FrameType {
         switch self {

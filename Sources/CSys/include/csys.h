@@ -40,8 +40,6 @@ const char *csys_build_commit(void);
 void csys_install_interrupts(void);
 /// The signal number recorded by the handler, or 0.
 int csys_interrupt_signal(void);
-/// Records `sig` as if it had arrived (for ferry's own use, e.g. a far end that was told to stop).
-void csys_raise_interrupt(int sig);
 
 /// 1 when all n bytes are zero. Memory-bandwidth speed (word scan + memcmp against itself).
 int csys_is_zero(const void *p, size_t n);

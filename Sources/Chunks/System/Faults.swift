@@ -58,7 +58,7 @@ public final class Faults: Sendable {
 
     static let errnoNames: [String: Int32] = [
         "EIO": EIO, "ENOSPC": ENOSPC, "EINVAL": EINVAL, "EROFS": EROFS, "EACCES": EACCES, "EBUSY": EBUSY,
-        "EPERM": EPERM, "ENXIO": ENXIO, "EFBIG": EFBIG, "EDQUOT": EDQUOT, "EINTR": EINTR,
+        "EPERM": EPERM, "ENXIO": ENXIO, "EFBIG": EFBIG, "EDQUOT": EDQUOT,
     ]
 
     public static func parse(_ spec: String) throws -> Faults {

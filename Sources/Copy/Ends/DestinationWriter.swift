@@ -152,12 +152,7 @@ public final class DestinationWriter {
         guard let file else { throw FerryError(.io, "destination \(path) is not open") }
         if file.kind == .file && (file.size ?? 0) != size { try file.setLength(size) }
         try file.sync()
-        guard let recorder, let imageId else { return .zero }
-        try recorder.flush()
-        let root = recorder.listRoot
-        try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
-                            zeroChunks: recorder.zeroChunks)
-        return root
+        return try record?.complete(in: ledger, size: size, digest: digest) ?? .zero
     }
 
     public var listRoot: Digest? { recorder?.listRoot }

@@ -81,12 +81,7 @@ public final class SourceReader {
 
     /// Marks the source record complete: it was read to the end, these are its digests.
     public func complete(ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
-        guard let recorder, let imageId else { return .zero }
-        try recorder.flush()
-        let root = recorder.listRoot
-        try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
-                            zeroChunks: recorder.zeroChunks)
-        return root
+        try record?.complete(in: ledger, size: size, digest: digest) ?? .zero
     }
 
     public var listRoot: Digest? { recorder?.listRoot }

@@ -25,21 +25,16 @@ final class CheckpointStates: Sendable {
 
     /// The state after `chunks` chunks, waiting until it is put or the pump ended; older states
     /// are dropped. The sink puts a checkpoint's state right after sending its last chunk, so the
-    /// wait is at most one chunk's hashing.
+    /// wait is at most one chunk's hashing. One thread takes (the sender's listener, or the
+    /// receiver's fill), so each signal needs only wake it.
     func take(_ chunks: Int) -> SHA256Hasher? {
         while true {
-            let found = state.withLock { s -> (SHA256Hasher?, Bool) in
-                let h = s.states[chunks]
-                if h != nil || s.closed {
-                    s.states = s.states.filter { $0.key > chunks }
-                    return (h, true)
-                }
-                return (nil, false)
+            let settled: SHA256Hasher?? = state.withLock { s in
+                guard s.states[chunks] != nil || s.closed else { return nil }
+                defer { s.states = s.states.filter { $0.key > chunks } }
+                return .some(s.states[chunks])
             }
-            if found.1 {
-                if state.withLock({ $0.closed }) { changed.signal() } // wake any other waiter too
-                return found.0
-            }
+            if let settled { return settled }
             changed.wait()
         }
     }

@@ -81,4 +81,14 @@ struct EndRecord {
         try recorder.restore(upTo: n)
         return EndRecord(imageId: image, recorder: recorder, copyRun: try ledger.startRun(image: image, kind: .copy))
     }
+
+    /// Records the image complete with these digests, once its end is done (for a destination:
+    /// only after the final sync). Returns the hash-list root of its chunk rows.
+    func complete(in ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
+        try recorder.flush()
+        let root = recorder.listRoot
+        try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
+                            zeroChunks: recorder.zeroChunks)
+        return root
+    }
 }
