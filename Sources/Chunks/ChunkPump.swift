@@ -118,8 +118,11 @@ public final class ChunkPump: Sendable {
     /// - `checkpointEvery`: every that many chunks (by index), `afterWhole(slot)` runs on the sink
     ///   thread once the chunk is consumed and hashed, with `slot.hasherAfter` set: the moment to
     ///   make data durable and record a resumable checkpoint.
+    /// - `checkpointOnInterrupt`: at SIGINT or SIGTERM, stop filling, let every chunk already
+    ///   read be consumed, and run `afterWhole` on the last one (a checkpoint where the run
+    ///   stopped, so `--resume` loses nothing), then throw the interruption.
     public func run(indices: [Int]? = nil, startIndex: Int = 0, hasher: SHA256Hasher? = nil,
-                    checkpointEvery: Int? = nil,
+                    checkpointEvery: Int? = nil, checkpointOnInterrupt: Bool = false,
                     fill: (ChunkSlot) throws -> Int,
                     consume: @escaping (ChunkSlot) throws -> Void,
                     afterWhole: ((ChunkSlot) throws -> Void)? = nil) throws -> PumpResult {
@@ -131,11 +134,14 @@ public final class ChunkPump: Sendable {
         let afterWhole = afterWhole.map { SinkCall(body: $0) }
         var position = 0
         var index = startIndex
+        // The last chunk consumed, and whether a checkpoint already covers it (sink thread only).
+        let lastConsumed = Mutex<(index: Int, checkpointed: Bool)?>(nil)
+        var stoppedBy: FerryError?
 
         while true {
             if failed != nil { break }
             if let signal = Interrupts.received {
-                fail(Interrupts.error(signal))
+                if checkpointOnInterrupt { stoppedBy = Interrupts.error(signal) } else { fail(Interrupts.error(signal)) }
                 break
             }
             if let indices {
@@ -151,6 +157,10 @@ public final class ChunkPump: Sendable {
             let n: Int
             do {
                 n = try fill(slot)
+            } catch let e as FerryError where e.code == .interrupted && checkpointOnInterrupt {
+                stoppedBy = e
+                release(slot)
+                break
             } catch {
                 fail(error)
                 release(slot)
@@ -201,6 +211,7 @@ public final class ChunkPump: Sendable {
                 if isCheckpoint, failed == nil, let afterWhole {
                     do { try afterWhole.body(slot) } catch { fail(error) }
                 }
+                if failed == nil { lastConsumed.withLock { $0 = (slot.index, isCheckpoint) } }
                 release(slot)
             }
             position += 1
@@ -209,6 +220,22 @@ public final class ChunkPump: Sendable {
         // Drain: every queued chunk is consumed (or skipped after a failure) before returning.
         sinkQueue.sync {}
         wholeQueue.sync {}
+        if let stoppedBy {
+            // Every chunk read was consumed and hashed in order: the whole-image state is the
+            // state after the last one. Any slot can carry that checkpoint: all are idle now.
+            if failed == nil, let afterWhole, let last = lastConsumed.withLock({ $0 }), !last.checkpointed {
+                let marker = free.withLock { $0.last! }
+                marker.index = last.index
+                marker.offset = UInt64(last.index) * UInt64(chunkSize)
+                marker.length = 0
+                marker.hasherAfter = whole.withLock { $0 }
+                sinkQueue.sync {
+                    do { try afterWhole.body(marker) } catch { fail(error) }
+                }
+            }
+            if let failed { throw failed }
+            throw stoppedBy
+        }
         if let failed { throw failed }
         var result = counts.withLock { $0 }
         if wantWhole {

@@ -28,6 +28,9 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
     public var message: String
     public var hint: String?
     public var cause: Cause?
+    /// The other end of a session reported this error (it arrived in an error frame): it is shown
+    /// once, with "remote:", and never sent back.
+    public var fromPeer = false
 
     public init(_ code: Code, _ message: String, hint: String? = nil, cause: Cause? = nil) {
         self.code = code

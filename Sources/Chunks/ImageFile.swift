@@ -31,6 +31,8 @@ public final class ImageFile {
     public let writable: Bool
     public let device: UInt64
     public let inode: UInt64
+    /// A character device (/dev/zero, /dev/urandom): a stream that may never end.
+    public let isCharacterDevice: Bool
 
     private var fd: Int32
     /// A second descriptor without O_DIRECT, for unaligned tails and the buffered fallback.
@@ -53,6 +55,7 @@ public final class ImageFile {
         self.openFlags = flags
         self.device = kind == .blockDevice ? UInt64(st.st_rdev) : UInt64(st.st_dev)
         self.inode = kind == .blockDevice ? 0 : UInt64(st.st_ino)
+        self.isCharacterDevice = (st.st_mode & S_IFMT) == S_IFCHR
     }
 
     deinit {
@@ -191,6 +194,9 @@ public final class ImageFile {
         let b = try buffered()
         _ = csys_fadvise(b, 0, 0, 1)
     }
+
+    /// The file's identity and times now (nil for block devices and streams).
+    public var stamp: FileStamp? { kind == .file ? FileStamp.of(fd: fd) : nil }
 
     // MARK: Claiming
 

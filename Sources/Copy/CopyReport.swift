@@ -10,6 +10,12 @@ public struct CopyOptions: Codable, Sendable {
     public var checkpointBytes = 256 << 20
     /// zstd level for chunk payloads on the wire; nil = off.
     public var compressLevel: Int?
+    /// Resume: re-read every copied chunk at both ends before continuing, not a sample.
+    public var verifyPrefix = false
+    /// The size a stream source must have (`--size`).
+    public var streamSize: UInt64?
+    /// True when the user named --chunk-size (a resume must then use the same).
+    public var chunkSizeGiven = false
     public init() {}
 
     public var checkpointEvery: Int { max(1, checkpointBytes / chunkSize) }
@@ -56,8 +62,10 @@ public struct CopyReport: Codable, Sendable {
     public var retransmissions: Int?
     public var remote: RemoteEndReport?
     public var seconds: Double
+    /// A resumed copy: what each end checked before it trusted the part copied before.
+    public var resumeChecks: [String]?
 
-    public init(source: CopyEndReport, destination: CopyEndReport, chunkSize: Int, chunks: Int, zeroChunks: Int, listRoot: String, imageId: Int64? = nil, transferId: String, digestsMatch: Bool, resumedFromChunk: Int? = nil, bytesRead: UInt64, bytesWritten: UInt64, bytesSent: UInt64? = nil, zeroFrames: Int? = nil, retransmissions: Int? = nil, remote: RemoteEndReport? = nil, seconds: Double) {
+    public init(source: CopyEndReport, destination: CopyEndReport, chunkSize: Int, chunks: Int, zeroChunks: Int, listRoot: String, imageId: Int64? = nil, transferId: String, digestsMatch: Bool, resumedFromChunk: Int? = nil, bytesRead: UInt64, bytesWritten: UInt64, bytesSent: UInt64? = nil, zeroFrames: Int? = nil, retransmissions: Int? = nil, remote: RemoteEndReport? = nil, seconds: Double, resumeChecks: [String]? = nil) {
         self.source = source
         self.destination = destination
         self.chunkSize = chunkSize
@@ -75,6 +83,7 @@ public struct CopyReport: Codable, Sendable {
         self.retransmissions = retransmissions
         self.remote = remote
         self.seconds = seconds
+        self.resumeChecks = resumeChecks
     }
 }
 

@@ -7,25 +7,46 @@ public enum LocalCopy {
     public static func run(source srcPath: String, destination dstPath: String, options: CopyOptions,
                            ledger: Ledger, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
+        try DestinationWriter.refuseOverlap(ledger: ledger.path, destination: dstPath)
+        // The ledger takes a write before the destination is touched: an unwritable ledger must
+        // not leave a destination already truncated.
+        try ledger.checkWritable()
         var chunkSize = options.chunkSize
         var resumeFrom: (dst: ImageRecord, src: ImageRecord)?
         if options.resume {
             resumeFrom = try Resume.unfinishedLocal(source: srcPath, destination: dstPath, ledger: ledger)
-            if let r = resumeFrom { chunkSize = r.dst.chunkSize }
+            if let r = resumeFrom { chunkSize = try Resume.chunkSize(of: r.dst, options: options) }
         }
-        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs)
+        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        do {
+            return try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress,
+                            started: started)
+        } catch {
+            // Each end's run says how it ended; what was made durable stays for --resume.
+            source.fail(ledger: ledger, error)
+            dest.fail(ledger: ledger, error)
+            throw error
+        }
+    }
+
+    private static func copy(_ source: SourceReader, _ dest: DestinationWriter, resumeFrom: (dst: ImageRecord, src: ImageRecord)?,
+                             options: CopyOptions, ledger: Ledger, progress: ProgressCounter, started: Double) throws -> CopyReport {
+        let chunkSize = source.chunkSize
         var transferId = newTransferID()
         var startIndex = 0
         var hasher = SHA256Hasher()
         var begun = false
+        var checks: [String]?
 
         if let r = resumeFrom, let n = try ledger.checkpointCounts(image: r.dst.id).first, n > 0 {
             transferId = r.dst.transferId
             try dest.open(expectedSize: source.size, source: source.file)
             begun = true
-            hasher = try source.resume(ledger: ledger, image: r.src, at: n)
-            _ = try dest.resume(ledger: ledger, image: r.dst, at: n)
+            let srcCheck: String, dstCheck: String
+            (hasher, srcCheck) = try source.resume(ledger: ledger, image: r.src, at: n, verifyPrefix: options.verifyPrefix)
+            (_, dstCheck) = try dest.resume(ledger: ledger, image: r.dst, at: n, verifyPrefix: options.verifyPrefix)
+            checks = [srcCheck, dstCheck]
             startIndex = n
             progress.set(UInt64(n) * UInt64(chunkSize))
         }
@@ -44,9 +65,17 @@ public enum LocalCopy {
         // The destination is begun only after chunk 0 passed the container check, so a refused
         // copy leaves the destination untouched.
         let origin = SourceEnd(source, checkpoints: .recordHere(ledger), afterFirstFill: begun ? nil : { try openDestination() })
-        let result = try CopyPass.run(from: origin, to: DestinationEnd(dest, checkpoints: .recordHere(ledger)),
+        let result: PumpResult
+        do {
+            result = try CopyPass.run(from: origin, to: DestinationEnd(dest, checkpoints: .recordHere(ledger)),
                                       startIndex: startIndex, hasher: hasher, checkpointEvery: options.checkpointEvery,
-                                      progress: progress)
+                                      checkpointOnInterrupt: true, progress: progress)
+        } catch var e as FerryError where e.code == .interrupted || e.code == .io {
+            if let id = dest.imageId, let n = try? ledger.checkpointCounts(image: id).first, n > 0, source.size != nil {
+                e.hint = "chunks [0, \(n)) (\(n * chunkSize) bytes) are durable and recorded; run the same ferry copy with --resume to continue from there"
+            }
+            throw e
+        }
         if !begun { try openDestination() }
 
         let size = UInt64(startIndex) * UInt64(chunkSize) + result.bytes
@@ -64,14 +93,14 @@ public enum LocalCopy {
         }
         let chunks = ChunkGeometry(size: size, chunkSize: chunkSize).count
         return CopyReport(
-            source: CopyEndReport(path: srcPath, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
+            source: CopyEndReport(path: source.file.path, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
                                   ledger: ledger.path, io: source.file.mode.rawValue),
-            destination: CopyEndReport(path: dstPath, host: nil, size: size, sha256: digest.hex, imageId: dest.imageId,
+            destination: CopyEndReport(path: dest.path, host: nil, size: size, sha256: digest.hex, imageId: dest.imageId,
                                        ledger: ledger.path, io: dest.file?.mode.rawValue),
             chunkSize: chunkSize, chunks: chunks, zeroChunks: dest.zeroChunks,
             listRoot: dstRoot.hex, imageId: dest.imageId, transferId: transferId, digestsMatch: srcRoot == dstRoot,
             resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
-            seconds: monotonicSeconds() - started)
+            seconds: monotonicSeconds() - started, resumeChecks: checks)
     }
 }

@@ -44,8 +44,11 @@ struct CopyCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Destination: file, block device, - for stdout, or [user@]host:path.", valueName: "dst"))
     var destination: String
 
-    @Option(name: .long, help: ArgumentHelp("Chunk size, a power of two from 64K to 256M.", valueName: "size"))
-    var chunkSize: String = "1M"
+    @Option(name: .long, help: ArgumentHelp("Chunk size, a power of two from 64K to 256M (default 1M; a resume keeps the interrupted copy's).", valueName: "size"))
+    var chunkSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("The size a stream source (stdin, a pipe) must have: a stream that ends sooner is a failed copy, not a small image; an endless one (/dev/zero) stops there.", valueName: "bytes"))
+    var size: String?
 
     @Flag(name: .long, help: "Copy a disk-image container (VDI, qcow2, VMDK, VHD, VHDX) as it is.")
     var asIs = false
@@ -55,6 +58,9 @@ struct CopyCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Continue an interrupted copy with the same arguments from its last checkpoint.")
     var resume = false
+
+    @Flag(name: .long, help: "With --resume: re-read every copied chunk at both ends before continuing, not a sample.")
+    var verifyPrefix = false
 
     @Option(name: .long, help: ArgumentHelp("Make the destination durable and record a resume point every this many bytes.", valueName: "size"))
     var checkpoint: String = "256M"
@@ -72,11 +78,22 @@ struct CopyCommand: ParsableCommand {
 
     @OptionGroup var remote: RemoteOptions
 
-    func run() throws { try reporting(copy) }
+    func run() throws { try reporting(json: json, jsonOnStderr: destination == "-", copy) }
 
     private func copy() throws -> ExitStatus {
         var options = CopyOptions()
-        options.chunkSize = try parseChunkSize(chunkSize)
+        options.chunkSize = try parseChunkSize(chunkSize ?? "1M")
+        options.chunkSizeGiven = chunkSize != nil
+        options.verifyPrefix = verifyPrefix
+        if verifyPrefix && !resume {
+            throw FerryError(.usage, "--verify-prefix only applies to --resume", hint: "add --resume, or leave --verify-prefix out")
+        }
+        if let size {
+            guard let n = ChunkGeometry.parseSize(size), n > 0 else {
+                throw FerryError(.usage, "cannot read --size '\(size)'", hint: "bytes, with an optional K, M, G or T suffix, e.g. --size 64G")
+            }
+            options.streamSize = UInt64(n)
+        }
         guard let cp = ChunkGeometry.parseSize(checkpoint), cp > 0 else {
             throw FerryError(.usage, "cannot read --checkpoint '\(checkpoint)'", hint: "e.g. --checkpoint 256M")
         }
@@ -98,8 +115,13 @@ struct CopyCommand: ParsableCommand {
             throw FerryError(.usage, "\(host):- would be the far ferry's stdin or stdout, which carry the session",
                              hint: "name a file or block device on \(host), e.g. \(host):/var/tmp/disk.raw")
         }
+        // Before the ledger is opened, which creates a missing one.
+        if case .local(let path) = dst { try DestinationWriter.refuseOverlap(ledger: ledgerOptions.path, destination: path) }
         let ledger = try ledgerOptions.open()
-        let meter = ProgressMeter(style: progress, total: try? sizeHint(src), label: "copy")
+        if src == .local("-") && options.streamSize == nil && !resume {
+            Output.stderr("ferry: note: the source is a stream without --size; a stream cut short (its producer died) cannot be told from a small image. Pass --size BYTES when the size is known.")
+        }
+        let meter = ProgressMeter(style: progress, total: options.streamSize ?? (try? sizeHint(src)), label: "copy")
         meter.start()
         let report: CopyReport
         do {
@@ -130,10 +152,14 @@ struct CopyCommand: ParsableCommand {
     static func summary(_ r: CopyReport) -> String {
         var lines: [String] = []
         let rate = Output.rate(r.destination.size, r.seconds)
-        var head = "copied \(Output.bytes(r.destination.size)) in \(String(format: "%.1f", r.seconds)) s (\(rate)), "
+        let head = "copied \(Output.bytes(r.destination.size)) in \(String(format: "%.1f", r.seconds)) s (\(rate)), "
             + "\(r.chunks) chunks of \(Output.bytes(UInt64(r.chunkSize))), \(r.zeroChunks) zero"
-        if let from = r.resumedFromChunk { head += ", resumed at chunk \(from)" }
         lines.append(head)
+        if let from = r.resumedFromChunk {
+            let offset = UInt64(from) * UInt64(r.chunkSize)
+            lines.append("  resumed      at chunk \(from): this run copied bytes [\(offset), \(r.destination.size)); bytes before were checked, not copied again:")
+            for check in r.resumeChecks ?? [] { lines.append("                 \(check)") }
+        }
         let srcName = r.source.host.map { "\($0):\(r.source.path)" } ?? r.source.path
         let dstName = r.destination.host.map { "\($0):\(r.destination.path)" } ?? r.destination.path
         lines.append("  source       sha256 \(r.source.sha256)  \(srcName)")

@@ -15,6 +15,13 @@ public enum ExitStatus: Int32, CaseIterable {
     case unrepairable = 8
     case interrupted = 130
 
+    /// The exit code for an error: an interruption exits 128 + the signal (130 for SIGINT, 143
+    /// for SIGTERM), as a shell reports a process the signal ended.
+    public static func code(of e: FerryError) -> Int32 {
+        if e.code == .interrupted, let s = Interrupts.received { return 128 + s }
+        return of(e.code).rawValue
+    }
+
     public static func of(_ code: FerryError.Code) -> ExitStatus {
         switch code {
         case .usage: return .usage
@@ -41,8 +48,9 @@ public enum ExitStatus: Int32, CaseIterable {
         7    remote error: ssh or the far ferry failed, or the peer speaks an incompatible protocol.
         8    unrepairable: chunks still read back wrong after repeated repair attempts (a failing disk).
         64   usage error (bad arguments).
-        130  interrupted by SIGINT or SIGTERM: the run stopped at the next chunk and marked nothing \
-        complete; a copy continues from its last checkpoint with --resume. A second signal ends \
-        ferry at once.
+        130  interrupted by SIGINT (143: by SIGTERM): the run stopped at the next chunk, marked \
+        nothing complete and recorded the run as interrupted; a local copy first made what it \
+        wrote durable and recorded a checkpoint there, and any copy continues from its last \
+        checkpoint with --resume. A second signal ends ferry at once.
         """
 }

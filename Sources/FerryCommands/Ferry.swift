@@ -58,16 +58,33 @@ struct LedgerOptions: ParsableArguments {
     func open(create: Bool = true) throws -> Ledger { try Ledger(path: path, create: create) }
 }
 
-/// Runs a command body: a FerryError becomes one clear line on stderr and its exit status.
-func reporting(_ body: () throws -> ExitStatus) throws {
+/// Runs a command body: a FerryError becomes one clear line on stderr and its exit status; with
+/// `json`, also a JSON error object on stdout, so a script reading stdout always gets JSON.
+func reporting(json: Bool = false, jsonOnStderr: Bool = false, _ body: () throws -> ExitStatus) throws {
     let status: ExitStatus
     do {
         status = try body()
     } catch let e as FerryError {
         Output.stderr("ferry: \(e)")
-        throw ExitCode(ExitStatus.of(e.code).rawValue)
+        let code = ExitStatus.code(of: e)
+        if json {
+            let text = Output.json(ErrorReport(e, exitStatus: code))
+            if jsonOnStderr { Output.stderr(text) } else { Output.stdout(text) }
+        }
+        throw ExitCode(code)
     }
     if status != .ok { throw ExitCode(status.rawValue) }
+}
+
+/// What `--json` prints when a command fails.
+struct ErrorReport: Encodable {
+    var error: String
+    var hint: String?
+    var kind: String
+    var exitStatus: Int32
+    init(_ e: FerryError, exitStatus: Int32) {
+        (error, hint, kind, self.exitStatus) = (e.message, e.hint, "\(e.code)", exitStatus)
+    }
 }
 
 func parseChunkSize(_ text: String) throws -> Int {

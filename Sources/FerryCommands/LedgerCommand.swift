@@ -41,7 +41,7 @@ struct LedgerCommand: ParsableCommand {
                     let sha = i.sha256.map { String($0.prefix(16)) } ?? "-"
                     let chunk = Output.bytes(UInt64(i.chunkSize)).replacingOccurrences(of: ".00 ", with: "")
                     Output.stdout(pad("\(i.id)", 4) + pad(i.role.rawValue, 13) + pad(state, 12) + pad(size, 14)
-                                  + pad(chunk, 8) + pad(sha, 18) + i.host + ":" + i.path)
+                                  + pad(chunk, 8) + pad(sha, 18) + Output.printable(i.host + ":" + i.path))
                 }
                 return .ok
             }
@@ -78,8 +78,8 @@ struct LedgerCommand: ParsableCommand {
                 }
                 var lines = [
                     "image \(image.id) (\(image.role.rawValue), \(image.complete ? "complete" : "incomplete"))",
-                    "  path        \(image.path)",
-                    "  canonical   \(image.canonical)",
+                    "  path        \(Output.printable(image.path))",
+                    "  canonical   \(Output.printable(image.canonical))",
                     "  host        \(image.host)",
                     "  kind        \(image.kind.rawValue)",
                     "  size        \(image.size.map { "\($0) bytes (\(Output.bytes($0)))" } ?? "unknown")",
@@ -90,9 +90,9 @@ struct LedgerCommand: ParsableCommand {
                     "  created     \(image.createdAt)" + (image.completedAt.map { ", completed \($0)" } ?? ""),
                 ]
                 if !image.complete { lines.append("  checkpoint  \(image.checkpointChunks) chunks durable") }
-                if let peer { lines.append("  other end   image \(peer.id): \(peer.path)") }
-                else if let p = image.peer { lines.append("  other end   \(p)") }
-                if image.names.count > 1 { lines.append("  names       " + image.names.joined(separator: "\n              ")) }
+                if let peer { lines.append("  other end   image \(peer.id): \(Output.printable(peer.path))") }
+                else if let p = image.peer { lines.append("  other end   \(Output.printable(p))") }
+                if image.names.count > 1 { lines.append("  names       " + image.names.map(Output.printable).joined(separator: "\n              ")) }
                 for r in runs {
                     var parts: [String] = []
                     if r.run.bytesRead > 0 || r.run.kind == .verify {
@@ -102,6 +102,7 @@ struct LedgerCommand: ParsableCommand {
                     if r.run.bytesSent > 0 { parts.append("sent \(Output.bytes(r.run.bytesSent))") }
                     lines.append("run \(r.run.id): \(r.run.kind.rawValue) \(r.run.result.rawValue), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)")"
                         + (parts.isEmpty ? "" : ", " + parts.joined(separator: ", ")))
+                    if let error = r.run.error { lines.append("  error: \(Output.printable(error))") }
                     for f in r.findings {
                         lines.append("  \(f.kind.rawValue): bytes \(f.offset)+\(f.length), chunks \(f.firstChunk)-\(f.lastChunk)"
                             + (f.repairedBy.map { ", repaired by run \($0)" } ?? "") + (f.detail.map { " (\($0))" } ?? ""))
@@ -113,13 +114,27 @@ struct LedgerCommand: ParsableCommand {
         }
     }
 
+    /// The image fields of `ledger export --json`, before its chunks.
+    struct ExportHead: Encodable {
+        var image: Int64
+        var path: String
+        var host: String
+        var role: String
+        var complete: Bool
+        var size: UInt64?
+        var chunkSize: Int
+        var sha256: String?
+        var listRoot: String?
+    }
+
     struct Export: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print an image's hash list: OFFSET LENGTH SHA256, one chunk a line.")
+        static let configuration = CommandConfiguration(abstract: "Print an image's hash list: OFFSET LENGTH SHA256, one chunk a line (--json: one object).")
         @Argument(help: ArgumentHelp("Image id.", valueName: "id")) var id: Int64
+        @Flag(name: .long, help: "Print one JSON object: the image's size, chunk size, digests and every chunk (index, offset, length, sha256, zero).") var json = false
         @OptionGroup var ledgerOptions: LedgerOptions
 
         func run() throws {
-            try reporting {
+            try reporting(json: json) {
                 let ledger = try ledgerOptions.open(create: false)
                 guard let image = try ledger.image(id) else {
                     throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
@@ -127,12 +142,25 @@ struct LedgerCommand: ParsableCommand {
                 let geometry = ChunkGeometry(size: image.size ?? 0, chunkSize: image.chunkSize)
                 var out = ""
                 out.reserveCapacity(1 << 16)
-                let stdout = FileHandle.standardOutput
-                for row in try ledger.chunks(image: id) {
-                    out += "\(geometry.offset(of: row.index)) \(geometry.length(of: row.index)) \(row.digest.hex)\n"
-                    if out.utf8.count > 1 << 16 { stdout.write(out.data(using: .utf8)!); out = "" }
+                if json {
+                    // Streamed, not built whole: a 2 TB image at 64K chunks has 32 million rows.
+                    let head = ExportHead(image: image.id, path: image.path, host: image.host, role: image.role.rawValue,
+                                          complete: image.complete, size: image.size, chunkSize: image.chunkSize,
+                                          sha256: image.sha256, listRoot: image.listRoot)
+                    out = String(Output.json(head).dropLast()) + ",\"chunks\":["
                 }
-                stdout.write(out.data(using: .utf8)!)
+                var first = true
+                for row in try ledger.chunks(image: id) {
+                    let offset = geometry.offset(of: row.index), length = geometry.length(of: row.index)
+                    if json {
+                        out += (first ? "" : ",") + "{\"index\":\(row.index),\"length\":\(length),\"offset\":\(offset),\"sha256\":\"\(row.digest.hex)\",\"zero\":\(row.zero)}"
+                        first = false
+                    } else {
+                        out += "\(offset) \(length) \(row.digest.hex)\n"
+                    }
+                    if out.utf8.count > 1 << 16 { Console.out(out); out = "" }
+                }
+                Console.out(out + (json ? "]}\n" : ""))
                 return .ok
             }
         }

@@ -19,11 +19,28 @@ enum Output {
     }
 
     static func stdout(_ s: String) {
-        FileHandle.standardOutput.write((s + "\n").data(using: .utf8)!)
+        Console.out(s + "\n")
     }
 
     static func stderr(_ s: String) {
-        FileHandle.standardError.write((s + "\n").data(using: .utf8)!)
+        Console.err(s + "\n")
+    }
+
+    /// A path or name as a terminal line may show it: control characters (a newline, an escape
+    /// sequence in a file name) become visible escapes, so a table row stays one row.
+    static func printable(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            switch u.value {
+            case 0x5C: out += "\\\\"
+            case 0x0A: out += "\\n"
+            case 0x09: out += "\\t"
+            case 0x0D: out += "\\r"
+            case 0..<0x20, 0x7F, 0x80..<0xA0: out += String(format: "\\x%02x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out
     }
 
     static func bytes(_ n: UInt64) -> String {

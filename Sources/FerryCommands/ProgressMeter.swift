@@ -75,7 +75,7 @@ final class ProgressMeter {
             line += " " + Output.bytes(UInt64(rate)) + "/s"
             if final { line += " in " + Output.duration(elapsed) }
             else if let eta { line += " ETA " + Output.duration(eta) }
-            FileHandle.standardError.write(("\r\u{1B}[K" + line + (final ? "\n" : "")).data(using: .utf8)!)
+            Console.err("\r\u{1B}[K" + line + (final ? "\n" : ""))
         case .plain:
             guard final || now - lastPlain >= 5 else { return }
             lastPlain = now

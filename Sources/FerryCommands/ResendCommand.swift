@@ -67,7 +67,7 @@ struct ResendCommand: ParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() throws {
-        try reporting {
+        try reporting(json: json) {
             guard let sub = ChunkGeometry.parseSize(subBlock), sub >= 4096, sub % 4096 == 0 else {
                 throw FerryError(.usage, "--sub-block \(subBlock) is not a multiple of 4K", hint: "e.g. --sub-block 64K")
             }

@@ -51,7 +51,7 @@ struct VerifyCommand: ParsableCommand {
     @OptionGroup var remote: RemoteOptions
 
     func run() throws {
-        try reporting {
+        try reporting(json: json) {
             let location = Location.parse(target)
             let report: VerifyReport
             if case .remote(let host, let path) = location {

@@ -108,6 +108,18 @@ public final class Ledger {
         }
     }
 
+    /// Takes one committed write, so a ledger that cannot record (read-only, immutable, on a
+    /// full or read-only file system) is found before an image is touched.
+    public func checkWritable() throws {
+        do {
+            try db.transaction { try db.execute("PRAGMA user_version=\(Schema.version)") }
+        } catch let e as FerryError {
+            throw FerryError(.ledger, "the ledger \(path) cannot be written: \(e.message)",
+                             hint: "make it writable (chattr -i, a writable mount, free space) or pass --ledger PATH; nothing was written",
+                             cause: e.cause)
+        }
+    }
+
     private func retryingBusy(_ body: () throws -> Void) throws {
         let deadline = monotonicSeconds() + 15
         while true {
@@ -136,12 +148,13 @@ public final class Ledger {
     public func createImage(_ new: NewImage) throws -> Int64 {
         try db.transaction {
             let id = try db.prepare("""
-                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id
+                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options, stamp)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id
                 """).insert([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
                           .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
                           .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
-                          .text(Self.now()), new.options.map { .text($0) } ?? .null])
+                          .text(Self.now()), new.options.map { .text($0) } ?? .null,
+                          new.stamp.map { .text($0.json) } ?? .null])
             let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
             for name in Set(new.identity.names) {
                 try names.run([.text(name), .int(id)])
@@ -210,7 +223,7 @@ public final class Ledger {
 
     private static let imageColumns = """
         id, role, path, canonical, kind, host, size, chunk_size, sha256, list_root, chunk_count, zero_chunks,
-        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks
+        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp
         """
 
     private func imageRows(_ whereClause: String, _ args: [Statement.Value]) throws -> [ImageRecord] {
@@ -226,7 +239,8 @@ public final class Ledger {
                 complete: r.int(12) != 0, transferId: r.text(13) ?? "", peerImageId: r.optionalInt(14),
                 peer: r.text(15), createdAt: r.text(16) ?? "", completedAt: r.text(17),
                 checkpointChunks: Int(r.int(18)),
-                names: try names.rows([.int(id)]) { $0.text(0) ?? "" })
+                names: try names.rows([.int(id)]) { $0.text(0) ?? "" },
+                stamp: try r.text(19).map { try FileStamp(json: $0, what: "stamp of image \(id) in ledger \(path)") })
         }
     }
 
@@ -321,14 +335,35 @@ public final class Ledger {
 
     public func runs(image: Int64) throws -> [RunRecord] {
         try db.prepare("""
-            SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail
+            SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail, error
             FROM runs WHERE image_id = ? ORDER BY id
             """).rows([.int(image)]) { r in
             RunRecord(id: r.int(0), imageId: r.int(1), kind: try column(r.text(2), "kind of run \(r.int(0))"),
                       startedAt: r.text(3) ?? "",
                       endedAt: r.text(4), result: try column(r.text(5), "result of run \(r.int(0))"), bytesRead: UInt64(r.int(6)),
-                      bytesWritten: UInt64(r.int(7)), bytesSent: UInt64(r.int(8)), readMode: r.text(9), detail: r.text(10))
+                      bytesWritten: UInt64(r.int(7)), bytesSent: UInt64(r.int(8)), readMode: r.text(9), detail: r.text(10),
+                      error: r.text(11))
         }
+    }
+
+    /// Ends a run that an error or a signal stopped, saying why. A run already ended keeps its
+    /// result.
+    public func failRun(_ run: Int64, _ result: RunResult, error: String, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0,
+                        bytesSent: UInt64 = 0) throws {
+        try db.prepare("""
+            UPDATE runs SET ended_at = ?, result = ?, error = ?, bytes_read = ?, bytes_written = ?, bytes_sent = ?
+            WHERE id = ? AND result = 'running'
+            """).run([.text(Self.now()), .text(result.rawValue), .text(error), .int(Int64(bytesRead)),
+                      .int(Int64(bytesWritten)), .int(Int64(bytesSent)), .int(run)])
+    }
+
+    /// Marks the runs of an image that never recorded an end as abandoned: a new run on it means
+    /// they are no longer going on (called by a resume, which holds the image's claim).
+    public func abandonRuns(image: Int64, kind: RunKind) throws {
+        try db.prepare("""
+            UPDATE runs SET result = 'abandoned', error = 'the process ended without recording a result (killed, or the host went down)'
+            WHERE image_id = ? AND kind = ? AND result = 'running'
+            """).run([.int(image), .text(kind.rawValue)])
     }
 
     public func findings(run: Int64) throws -> [Finding] {

@@ -21,6 +21,13 @@ public enum RunResult: String, Codable, Sendable {
     case refused
     /// resend: some chunks are still wrong after the retries.
     case unrepairable
+    /// Any run: an error stopped it (the run's `error` says which).
+    case failed
+    /// Any run: SIGINT or SIGTERM stopped it at a safe point.
+    case interrupted
+    /// A run that never recorded its end (the process was killed), found so by a later run on
+    /// the same image.
+    case abandoned
 }
 
 /// What a copy run records as its detail: how the transfer went.
@@ -66,6 +73,8 @@ public struct ImageRecord: Codable, Sendable {
     public var completedAt: String?
     public var checkpointChunks: Int
     public var names: [String]
+    /// The image's identity and times when its record was made (files only).
+    public var stamp: FileStamp?
 }
 
 /// What a new image record starts with.
@@ -78,11 +87,12 @@ public struct NewImage: Sendable {
     public var transferId: String
     public var peer: String?
     public var options: String?
+    public var stamp: FileStamp?
 
     public init(role: ImageRole, identity: DeviceIdentity, kind: ImageKind, size: UInt64?, chunkSize: Int,
-                transferId: String, peer: String?, options: String? = nil) {
+                transferId: String, peer: String?, options: String? = nil, stamp: FileStamp? = nil) {
         (self.role, self.identity, self.kind, self.size, self.chunkSize) = (role, identity, kind, size, chunkSize)
-        (self.transferId, self.peer, self.options) = (transferId, peer, options)
+        (self.transferId, self.peer, self.options, self.stamp) = (transferId, peer, options, stamp)
     }
 }
 
@@ -98,6 +108,8 @@ public struct RunRecord: Codable, Sendable {
     public var bytesSent: UInt64
     public var readMode: String?
     public var detail: String?
+    /// Why a failed or interrupted run ended.
+    public var error: String?
 }
 
 /// A problem a verify found: a range of chunks (and bytes) that did not match, or a size change.

@@ -2,7 +2,7 @@
 /// `PRAGMA application_id` marks the file as a ferry ledger.
 enum Schema {
     static let applicationID: Int64 = 0x4652_5259  // "FRRY"
-    static let version: Int64 = 1
+    static let version: Int64 = 2
 
     /// migrations[n] takes a ledger from version n to n+1.
     static let migrations: [String] = [
@@ -77,6 +77,12 @@ enum Schema {
             repaired_by INTEGER            -- the resend run that repaired it
         );
         CREATE INDEX findings_run ON findings(run_id);
+        """,
+        // 2: what a resume compares (the file's identity and times when its record was made), and
+        // why a run that did not finish ended.
+        """
+        ALTER TABLE images ADD COLUMN stamp TEXT;  -- JSON FileStamp: device, inode, size, mtime, ctime
+        ALTER TABLE runs ADD COLUMN error TEXT;    -- the error that ended a failed or interrupted run
         """,
     ]
 }

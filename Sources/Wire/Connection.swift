@@ -144,7 +144,9 @@ public final class Connection {
 
     public func sendJSON<T: Encodable>(_ type: FrameType, _ value: T) throws { try send(type, JSONBody.encode(value)) }
 
-    public func sendError(_ e: FerryError) { try? send(.error, JSONBody.encode(WireError(e))) }
+    /// Sends an error frame; false when it could not be sent (the peer is gone).
+    @discardableResult
+    public func sendError(_ e: FerryError) -> Bool { (try? send(.error, JSONBody.encode(WireError(e)))) != nil }
 
     /// A control frame the conversation did not ask for: a log line is shown, an error frame
     /// becomes the far side's error, anything else is a protocol error.

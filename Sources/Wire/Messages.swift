@@ -40,6 +40,8 @@ public struct Ready: Codable, Sendable {
     public var resumeFrom: Int = 0
     public var transferId: String?
     public var chunkSize: Int?
+    /// Resume: what this end checked before it trusted the copied part.
+    public var resumeCheck: String?
     public init(host: String, ledger: String) { (self.host, self.ledger) = (host, ledger) }
 }
 
@@ -81,8 +83,11 @@ public struct WireError: Codable, Sendable {
 
     public init(_ e: FerryError) { (code, message, hint) = (e.code.rawValue, e.message, e.hint) }
 
+    /// The far side's error as this side reports it: its status kept, marked as the peer's.
     public var ferryError: FerryError {
-        FerryError(FerryError.Code(rawValue: code) ?? .remote, "remote: " + message, hint: hint)
+        var e = FerryError(FerryError.Code(rawValue: code) ?? .remote, "remote: " + message, hint: hint)
+        e.fromPeer = true
+        return e
     }
 }
 

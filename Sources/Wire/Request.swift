@@ -48,6 +48,8 @@ public struct CopyRequest: Sendable, Equatable {
     public var writeZeros = false
     /// Resume: the checkpoints the client's ledger holds for this transfer (nil: a fresh copy).
     public var resumeCheckpoints: [Int]?
+    /// Resume: re-read every copied chunk before continuing, not a sample.
+    public var verifyPrefix = false
 
     public init(path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String, peer: String,
                 checkpointEvery: Int) {
@@ -121,6 +123,7 @@ extension Request {
             r.asIs = f.asIs
             r.writeZeros = f.writeZeros
             r.resumeCheckpoints = f.resume ? f.checkpoints : nil
+            r.verifyPrefix = f.verifyPrefix ?? false
             return f.operation == .receive ? .receive(r) : .send(r)
         case .verify:
             return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId))
@@ -164,6 +167,8 @@ struct RequestFrame: Codable {
     var force = false
     var verifyFirst = false
     var plan: ResendPlan?
+    /// Optional, so a ferry that never sent it still decodes.
+    var verifyPrefix: Bool?
 
     init(_ r: Request) {
         switch r {
@@ -181,6 +186,7 @@ struct RequestFrame: Codable {
             checkpointEvery = c.checkpointEvery
             resume = c.resumeCheckpoints != nil
             checkpoints = c.resumeCheckpoints ?? []
+            verifyPrefix = c.verifyPrefix ? true : nil
         case .verify(let v):
             (operation, path, ledger, imageId) = (.verify, v.path, v.ledger, v.imageId)
         case .resendReceive(let rr):

@@ -71,12 +71,20 @@ final class ResumeTests: FerryTestCase {
     }
 
     private func checkResumed(_ r: RunResult, dst: String, reference: Reference, dstLedger: String, srcLedger: String,
-                              localIsSource: Bool, interruptedAt: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+                              localIsSource: Bool, interruptedAt: Int, stoppedAt: Int? = nil,
+                              file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(r.status, 0, "the resumed copy failed: " + r.summary, file: file, line: line)
         guard r.status == 0 else { return }
         let report = try decode(CopyJSON.self, r.stdout, file: file, line: line)
         let from = try XCTUnwrap(report.resumedFromChunk, "resumedFromChunk missing: the copy started over", file: file, line: line)
         XCTAssertGreaterThan(from, 0, file: file, line: line)
+        if let stoppedAt {
+            // A clean stop records a checkpoint where it stopped: nothing is copied twice.
+            XCTAssertEqual(from, stoppedAt, "resumed elsewhere than where the interrupted run stopped", file: file, line: line)
+            XCTAssertTrue(r.stdout.contains("\"resumeChecks\""), "the report says what the resume checked: " + r.out, file: file, line: line)
+            return try checkSameAsReference(r, report: report, dst: dst, reference: reference, dstLedger: dstLedger,
+                                            srcLedger: srcLedger, localIsSource: localIsSource, file: file, line: line)
+        }
         XCTAssertEqual(from % Self.perCheckpoint, 0, "resumed at \(from), not at a checkpoint", file: file, line: line)
         XCTAssertLessThanOrEqual(from, interruptedAt + 3 * Self.perCheckpoint, "resumed past what was durable", file: file, line: line)
         // At most one checkpoint interval before the last checkpoint seen is sent again (the
@@ -84,7 +92,12 @@ final class ResumeTests: FerryTestCase {
         XCTAssertGreaterThanOrEqual(from, interruptedAt - Self.perCheckpoint, "resumed further back than one checkpoint interval",
                                     file: file, line: line)
         XCTAssertLessThan(from, chunkCount, file: file, line: line)
+        try checkSameAsReference(r, report: report, dst: dst, reference: reference, dstLedger: dstLedger, srcLedger: srcLedger,
+                                 localIsSource: localIsSource, file: file, line: line)
+    }
 
+    private func checkSameAsReference(_ r: RunResult, report: CopyJSON, dst: String, reference: Reference, dstLedger: String,
+                                      srcLedger: String, localIsSource: Bool, file: StaticString, line: UInt) throws {
         XCTAssertTrue(try sameBytes(src, dst, in: scratch), "the resumed destination differs from the source", file: file, line: line)
         let sha = try sha256sum(src, in: scratch)
         XCTAssertEqual(report.source.sha256, sha, "source.sha256 after resume", file: file, line: line)
@@ -175,7 +188,7 @@ final class ResumeTests: FerryTestCase {
             XCTAssertFalse(r1.signaled, r1.summary)
             XCTAssertNotEqual(r1.status, 0, "interruption \(attempt + 1): the copy reported success: " + r1.summary)
             if case .client(let signal) = victim {
-                XCTAssertEqual(r1.status, 130, "an interrupted copy exits 130: " + r1.summary)
+                XCTAssertEqual(r1.status, 128 + signal, "an interrupted copy exits 128 + the signal: " + r1.summary)
                 let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
                 XCTAssertTrue(r1.errLines.last?.hasPrefix("ferry: interrupted by \(name)") ?? false, r1.summary)
             } else {
@@ -244,7 +257,7 @@ final class ResumeTests: FerryTestCase {
 
     /// Stops a local copy with `interrupt`, checks what it left, resumes it, and compares the
     /// result with an uninterrupted copy.
-    private func interruptedLocal(_ interrupt: (Background) -> Void, check: (RunResult) -> Void) throws {
+    private func interruptedLocal(_ interrupt: (Background) -> Void, cleanStop: Bool = false, check: (RunResult) -> Void) throws {
         let ref = scratch.file("reference.raw")
         let refReport = try copy(src, ref, Self.options)
         let reference = Reference(report: refReport, export: try export(refReport.destination.imageId))
@@ -254,10 +267,17 @@ final class ResumeTests: FerryTestCase {
         check(first.wait())
         XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the interrupted copy had already finished")
         try checkNotVouchedFor(dst, ledger: ledger)
+        // A clean stop made everything it wrote durable and recorded a checkpoint there.
+        let stoppedAt = cleanStop ? try ledgerImages(ledger).first { $0.role == "destination" && $0.path == dst }?.checkpointChunks : nil
+        if cleanStop {
+            XCTAssertGreaterThanOrEqual(stoppedAt ?? 0, done, "the stop checkpoint is behind the last periodic one")
+            XCTAssertEqual(fileSize(dst), UInt64(stoppedAt ?? 0) * UInt64(Self.chunk),
+                           "an interrupted destination file ends where the copy stopped, visibly incomplete")
+        }
 
         let r2 = try ferry(args + ["--resume"])
         try checkResumed(r2, dst: dst, reference: reference, dstLedger: ledger, srcLedger: ledger, localIsSource: true,
-                         interruptedAt: done)
+                         interruptedAt: done, stoppedAt: stoppedAt)
     }
 
     func testLocalCopyResumesAfterKill() throws {
@@ -271,11 +291,15 @@ final class ResumeTests: FerryTestCase {
             // Delivered when the process runs again, at whatever it is doing then.
             kill(first.pid, SIGINT)
             kill(first.pid, SIGCONT)
-        }) { r1 in
+        }, cleanStop: true) { r1 in
             XCTAssertFalse(r1.signaled, "the handler did not take SIGINT: " + r1.summary)
             XCTAssertEqual(r1.status, 130, r1.summary)
             XCTAssertEqual(r1.errLines.last?.hasPrefix("ferry: interrupted by SIGINT"), true, r1.summary)
-            XCTAssertTrue(r1.stdout.isEmpty, "an interrupted copy printed a report: " + r1.out)
+            XCTAssertTrue(r1.stderr.contains("--resume"), "the message says how to continue: " + r1.summary)
+            // --json: a JSON error object, never a report.
+            XCTAssertTrue(r1.stdout.contains("\"kind\":\"interrupted\"") && r1.stdout.contains("\"exitStatus\":130"),
+                          "an interrupted copy with --json prints a JSON error: " + r1.out)
+            XCTAssertFalse(r1.stdout.contains("digestsMatch"), "an interrupted copy printed a report: " + r1.out)
         }
     }
 

@@ -51,7 +51,7 @@ public final class Faults: Sendable {
         do {
             return try parse(spec)
         } catch {
-            FileHandle.standardError.write("ferry: FERRY_FAULTS: \(error)\n".data(using: .utf8)!)
+            Console.err("ferry: FERRY_FAULTS: \(error)\n")
             exit(64)
         }
     }()

@@ -48,14 +48,37 @@ public final class DestinationWriter {
             try Self.checkCreatable(path)
             return
         }
+        if let source { try Self.refuseShared(source: source.path, destination: path) }
         let f = try ImageFile.openForWriting(path, truncate: false)
         try f.claimForWriting()
-        if let source, source.kind == f.kind, source.kind != .stream, source.device == f.device, source.inode == f.inode {
-            throw FerryError(.refused, "source and destination are the same \(f.kind == .blockDevice ? "device" : "file") (\(path))",
-                             hint: "name a different destination")
-        }
         try checkFits(f, expectedSize)
         file = f
+    }
+
+    /// Refuses a destination that shares storage with the source: the same file or device, a
+    /// loop or nbd device over the other's file, a partition of the other's disk, a file on a
+    /// file system that lives on the source device. Writing it would destroy what is being read.
+    public static func refuseShared(source: String, destination: String) throws {
+        guard source != "-", destination != "-",
+              let shared = Footprint.of(source).overlap(with: Footprint.of(destination)) else { return }
+        throw FerryError(.refused, "the source \(source) and the destination \(destination) share storage (both reach \(shared)); writing the destination would destroy the source",
+                         hint: "check the order of SRC and DST, and what backs each (losetup -a, lsblk); nothing was written")
+    }
+
+    /// Refuses a ledger that is the destination or lives on it: the copy would overwrite the
+    /// ledger recording it, or the ledger would change the image under the copy.
+    public static func refuseOverlap(ledger: String, destination: String) throws {
+        guard destination != "-" else { return }
+        var where_ = Footprint.of(ledger)
+        if where_.reach.isEmpty {   // a ledger not created yet: its folder tells where it would live
+            let dir = ledger.contains("/") ? String(ledger[..<ledger.lastIndex(of: "/")!]) : "."
+            where_ = Footprint.of(dir.isEmpty ? "/" : dir)
+        }
+        let sameName = DeviceIdentity.of(ledger).canonical == DeviceIdentity.of(destination).canonical
+        if sameName || where_.overlap(with: Footprint.of(destination)) != nil {
+            throw FerryError(.refused, "the ledger \(ledger) is \(sameName ? "the destination itself" : "on the destination \(destination)"); the copy would overwrite the record of itself",
+                             hint: "keep the ledger off the image: pass --ledger (or --remote-ledger) naming a file elsewhere")
+        }
     }
 
     /// The folder of a new destination file must exist and be writable.
@@ -81,8 +104,10 @@ public final class DestinationWriter {
         }
     }
 
-    /// Starts a fresh copy: a file destination is truncated and sized to `expectedSize`, so zero
-    /// chunks stay holes. Called once the first chunk passed the source's checks.
+    /// Starts a fresh copy: a file destination is truncated to nothing and grows as chunks land
+    /// (zero chunks stay holes; `complete` sets the final length), so a copy that fails leaves a
+    /// file visibly shorter than its source, never one that looks whole. Called once the first
+    /// chunk passed the source's checks.
     public func beginFresh(expectedSize: UInt64?) throws {
         if file == nil {
             let f = try ImageFile.openForWriting(path, truncate: false)
@@ -93,7 +118,6 @@ public final class DestinationWriter {
         try checkFits(f, expectedSize)
         if f.kind == .file {
             try f.setLength(0)
-            try f.setLength(expectedSize ?? 0)
             regionIsHole = true
         }
     }
@@ -101,12 +125,19 @@ public final class DestinationWriter {
     public func register(in ledger: Ledger, size: UInt64?, transferId: String, peer: String?, options: String?) throws {
         guard let file else { return }
         record = try EndRecord.register(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
-                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, options: options),
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, options: options,
+                                                 stamp: file.stamp),
                                         in: ledger)
     }
 
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
         record = try EndRecord.reattach(image: image, upTo: n, in: ledger)
+    }
+
+    /// Ends this end's copy run in the ledger as failed or interrupted (nothing when no record
+    /// was made yet).
+    public func fail(ledger: Ledger, _ error: any Error) {
+        record?.fail(in: ledger, error, bytesWritten: bytesWritten)
     }
 
     /// Writes one chunk at its offset (streams: appended) and records its hash.

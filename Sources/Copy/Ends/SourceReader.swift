@@ -15,38 +15,69 @@ public final class SourceReader {
     public var copyRun: Int64? { record?.copyRun }
     var recorder: ChunkRecorder? { record?.recorder }
     let asIs: Bool
+    /// The source file's identity and times when the copy began (files only): a source that
+    /// changes while it is read yields a digest of no image that ever existed.
+    var startStamp: FileStamp?
 
-    public init(path: String, chunkSize: Int, asIs: Bool) throws {
+    /// The size a stream source must have (`--size`): a stream that ends before it failed (its
+    /// producer died), and one that goes on past it is cut there (an endless character device)
+    /// or refused (a pipe holding more than the user said).
+    public let streamSize: UInt64?
+
+    public init(path: String, chunkSize: Int, asIs: Bool, expectedSize: UInt64? = nil) throws {
         file = try ImageFile.openForReading(path, direct: true)
         identity = DeviceIdentity.of(path)
         self.chunkSize = chunkSize
         self.asIs = asIs
+        if let expectedSize, let size = file.size, size != expectedSize {
+            throw FerryError(.usage, "--size \(expectedSize) does not match \(path), which holds \(size) bytes",
+                             hint: "--size is for stream sources (stdin, a pipe); leave it out for files and block devices")
+        }
+        streamSize = file.size == nil ? expectedSize : nil
     }
 
-    public var size: UInt64? { file.size }
+    /// The bytes this source holds, when known before reading: a file's or device's size, or a
+    /// stream's `--size`.
+    public var size: UInt64? { file.size ?? streamSize }
 
     /// Creates the source's image record (role source) in `ledger`.
     public func register(in ledger: Ledger, transferId: String, peer: String?) throws {
+        startStamp = file.stamp
         record = try EndRecord.register(NewImage(role: .source, identity: identity, kind: file.kind, size: file.size,
-                                                 chunkSize: chunkSize, transferId: transferId, peer: peer), in: ledger)
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, stamp: startStamp),
+                                        in: ledger)
     }
 
     /// Re-attaches to an unfinished source record whose chunks [0, n) are recorded.
     public func reattach(ledger: Ledger, image: Int64, upTo n: Int) throws {
+        startStamp = try ledger.image(image)?.stamp
         record = try EndRecord.reattach(image: image, upTo: n, in: ledger)
+    }
+
+    /// Ends this end's copy run in the ledger as failed or interrupted (nothing when no record
+    /// was made yet).
+    public func fail(ledger: Ledger, _ error: any Error) {
+        record?.fail(in: ledger, error, bytesRead: bytesRead)
     }
 
     /// Fills `slot` with the chunk at its index. Returns 0 at the end of the source.
     public func fill(_ slot: ChunkSlot) throws -> Int {
         let want: Int
-        if let size = file.size {
+        if let size {
             let start = slot.offset
-            guard start < size else { return 0 }
+            guard start < size else {
+                try checkStreamEnded()
+                return 0
+            }
             want = Int(min(UInt64(chunkSize), size - start))
         } else {
             want = chunkSize
         }
         let n = try file.read(into: slot.buffer.pointer, count: want, at: slot.offset)
+        if let expected = streamSize, n < want {
+            throw FerryError(.io, "the stream \(file.path == "-" ? "on stdin" : file.path) ended after \(slot.offset + UInt64(n)) bytes, before the \(expected) that --size promised",
+                             hint: "the program producing it stopped early; nothing was marked complete, so copy again once it runs to the end")
+        }
         if file.size != nil && n < want {
             throw FerryError(.io, "source \(file.path) ended at offset \(slot.offset + UInt64(n)), before its size \(file.size!)",
                              hint: "the source shrank while being read; nothing was marked complete")
@@ -56,6 +87,18 @@ public final class SourceReader {
         }
         counted.add(n)
         return n
+    }
+
+    /// A stream read to its `--size`: a pipe must end there (more bytes mean the image is larger
+    /// than the user said, and a copy cut short would lose them); a character device is endless.
+    private func checkStreamEnded() throws {
+        guard let expected = streamSize, !file.isCharacterDevice else { return }
+        let probe = AlignedBuffer(capacity: 4096)
+        let extra = try file.read(into: probe.pointer, count: 1, at: expected)
+        if extra > 0 {
+            throw FerryError(.refused, "the stream \(file.path == "-" ? "on stdin" : file.path) holds more than the \(expected) bytes --size named",
+                             hint: "give its true size with --size, or leave --size out; nothing was marked complete")
+        }
     }
 
     /// Reads one chunk by index (positioned), for resume checks and resend.
@@ -81,7 +124,14 @@ public final class SourceReader {
 
     /// Marks the source record complete: it was read to the end, these are its digests.
     public func complete(ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
-        try record?.complete(in: ledger, size: size, digest: digest) ?? .zero
+        if let before = startStamp, let now = file.stamp {
+            let changes = now.changes(since: before)
+            guard changes.isEmpty else {
+                throw FerryError(.refused, "the source \(file.path) changed while it was being copied: " + changes.joined(separator: "; "),
+                                 hint: "its digest describes no consistent image, so nothing was marked complete; stop whatever writes it (shut the VM down) and copy again")
+            }
+        }
+        return try record?.complete(in: ledger, size: size, digest: digest) ?? .zero
     }
 
     public var listRoot: Digest? { recorder?.listRoot }

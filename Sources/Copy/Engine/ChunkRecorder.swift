@@ -79,7 +79,18 @@ struct EndRecord {
     static func reattach(image: Int64, upTo n: Int, in ledger: Ledger) throws -> EndRecord {
         let recorder = ChunkRecorder(ledger: ledger, image: image)
         try recorder.restore(upTo: n)
+        try ledger.abandonRuns(image: image, kind: .copy)
         return EndRecord(imageId: image, recorder: recorder, copyRun: try ledger.startRun(image: image, kind: .copy))
+    }
+
+    /// Ends this end's copy run as failed or interrupted, with the error: the chunk rows and
+    /// checkpoints recorded so far stay, for `--resume`. Best effort: the error being reported
+    /// matters more than a ledger that cannot take this row.
+    func fail(in ledger: Ledger, _ error: any Error, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0) {
+        try? recorder.flush()
+        let interrupted = (error as? FerryError)?.code == .interrupted
+        try? ledger.failRun(copyRun, interrupted ? .interrupted : .failed, error: "\(error)",
+                            bytesRead: bytesRead, bytesWritten: bytesWritten)
     }
 
     /// Records the image complete with these digests, once its end is done (for a destination:

@@ -34,9 +34,11 @@ public protocol ChunkTarget: AnyObject {
 /// first (durability), the origin second (its record).
 public enum CopyPass {
     public static func run(from origin: ChunkOrigin, to target: ChunkTarget, startIndex: Int, hasher: SHA256Hasher,
-                           checkpointEvery: Int, progress: ProgressCounter) throws -> PumpResult {
+                           checkpointEvery: Int, checkpointOnInterrupt: Bool = false,
+                           progress: ProgressCounter) throws -> PumpResult {
         let pump = ChunkPump(chunkSize: origin.chunkSize)
-        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, fill: { slot in
+        let result = try pump.run(startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery,
+                                  checkpointOnInterrupt: checkpointOnInterrupt, fill: { slot in
             if let failure = target.failure { throw failure }
             return try origin.fill(slot, pump: pump)
         }, consume: { slot in

@@ -52,13 +52,25 @@ public final class WireSender: ChunkTarget {
             try connection.sendJSON(.end, End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex))
         } catch {
             // Tell the receiver why, so it stops without marking anything complete.
-            if let e = error as? FerryError, failure == nil { connection.sendError(e) }
+            if let e = error as? FerryError, failure == nil, !e.fromPeer { connection.sendError(e) }
             states.close()
-            throw failure ?? error
+            throw farCause(of: error)
         }
         states.close()
         let peerResult = try listener.join()
         return (result, peerResult ?? [])
+    }
+
+    /// A receiver that fails (a full disk, say) sends its error and exits, and the next chunk
+    /// sent meets a broken pipe. The listener is then about to read that error frame: wait for it
+    /// briefly, so the user sees the receiver's error with its own status, not the broken pipe.
+    private func farCause(of error: any Error) -> any Error {
+        if let failure { return failure }
+        guard let e = error as? FerryError, e.code == .wire || e.code == .remote, !e.fromPeer else { return error }
+        let deadline = monotonicSeconds() + 5
+        while failure == nil && monotonicSeconds() < deadline { usleep(10_000) }
+        if let far = failure as? FerryError, far.fromPeer { return far }
+        return error
     }
 
     /// The listener records the checkpoint when the receiver reports it durable; until then

@@ -10,6 +10,7 @@ import Wire
 public enum RemoteCopy {
     public static func run(source: Location, destination: Location, options: CopyOptions, ledger: Ledger,
                            remote: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
+        if case .local(let dst) = destination { try DestinationWriter.refuseOverlap(ledger: ledger.path, destination: dst) }
         switch (source, destination) {
         case (.local(let src), .remote(let host, let dst)):
             return try push(src: src, host: host, dst: dst, options: options, ledger: ledger, settings: remote, progress: progress)
@@ -25,8 +26,22 @@ public enum RemoteCopy {
         let started = monotonicSeconds()
         let peer = "\(host):\(dst)"
         let prior = try Resume.unfinished(options.resume, role: .source, path: src, peer: peer, ledger: ledger)
-        let chunkSize = prior?.chunkSize ?? options.chunkSize
-        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs)
+        let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
+        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize)
+        do {
+            return try push(source, prior: prior, host: host, dst: dst, options: options, ledger: ledger, settings: settings,
+                            progress: progress, started: started)
+        } catch {
+            source.fail(ledger: ledger, error)
+            throw error
+        }
+    }
+
+    private static func push(_ source: SourceReader, prior: ImageRecord?, host: String, dst: String, options: CopyOptions,
+                             ledger: Ledger, settings: RemoteSettings, progress: ProgressCounter, started: Double) throws -> CopyReport {
+        let src = source.file.path
+        let peer = "\(host):\(dst)"
+        let chunkSize = source.chunkSize
         let shell = try Session.open(host: host, settings: settings)
         defer { shell.finish() }
         let conn = shell.connection
@@ -38,13 +53,17 @@ public enum RemoteCopy {
         request.writeZeros = options.writeZeros
         request.compressLevel = options.compressLevel
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
+        request.verifyPrefix = options.verifyPrefix
         try conn.send(.request, Request.receive(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
 
         var start = 0
         var hasher = SHA256Hasher()
+        var checks: [String]?
         if ready.resumeFrom > 0, let prior {
-            hasher = try source.resume(ledger: ledger, image: prior, at: ready.resumeFrom)
+            let here: String
+            (hasher, here) = try source.resume(ledger: ledger, image: prior, at: ready.resumeFrom, verifyPrefix: options.verifyPrefix)
+            checks = [here] + [ready.resumeCheck.map { "\(host): \($0)" }].compactMap { $0 }
             start = ready.resumeFrom
             progress.set(UInt64(start) * UInt64(chunkSize))
         } else {
@@ -68,7 +87,7 @@ public enum RemoteCopy {
             bytesWritten: far.bytesWritten, bytesSent: conn.bytesSent, zeroFrames: sender.zeroFrames,
             retransmissions: sender.retransmissions,
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
-            seconds: monotonicSeconds() - started)
+            seconds: monotonicSeconds() - started, resumeChecks: checks)
     }
 
     static func pull(host: String, src: String, dst: String, options: CopyOptions, ledger: Ledger,
@@ -76,8 +95,23 @@ public enum RemoteCopy {
         let started = monotonicSeconds()
         let peer = "\(host):\(src)"
         let prior = try Resume.unfinished(options.resume, role: .destination, path: dst, peer: peer, ledger: ledger)
-        let chunkSize = prior?.chunkSize ?? options.chunkSize
+        let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
+        try ledger.checkWritable()
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        do {
+            return try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
+                            progress: progress, started: started)
+        } catch {
+            dest.fail(ledger: ledger, error)
+            throw error
+        }
+    }
+
+    private static func pull(into dest: DestinationWriter, prior: ImageRecord?, host: String, src: String, options: CopyOptions,
+                             ledger: Ledger, settings: RemoteSettings, progress: ProgressCounter, started: Double) throws -> CopyReport {
+        let dst = dest.path
+        let peer = "\(host):\(src)"
+        let chunkSize = dest.chunkSize
         // Check the destination before the far side reads a byte.
         try dest.open(expectedSize: nil, source: nil)
         let shell = try Session.open(host: host, settings: settings)
@@ -91,6 +125,7 @@ public enum RemoteCopy {
         request.asIs = options.asIs
         request.compressLevel = options.compressLevel
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
+        request.verifyPrefix = options.verifyPrefix
         try conn.send(.request, Request.send(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
         try dest.open(expectedSize: ready.size, source: nil)
@@ -98,8 +133,11 @@ public enum RemoteCopy {
         var start = 0
         var hasher = SHA256Hasher()
         var begin: (() throws -> Void)? = nil
+        var checks: [String]?
         if ready.resumeFrom > 0, let prior {
-            hasher = try dest.resume(ledger: ledger, image: prior, at: ready.resumeFrom)
+            let here: String
+            (hasher, here) = try dest.resume(ledger: ledger, image: prior, at: ready.resumeFrom, verifyPrefix: options.verifyPrefix)
+            checks = [ready.resumeCheck.map { "\(host): \($0)" }, here].compactMap { $0 }
             start = ready.resumeFrom
             progress.set(UInt64(start) * UInt64(chunkSize))
         } else {
@@ -126,7 +164,7 @@ public enum RemoteCopy {
             resumedFromChunk: start > 0 ? start : nil, bytesRead: 0, bytesWritten: dest.bytesWritten,
             bytesSent: conn.bytesReceived, zeroFrames: receiver.zeroFrames, retransmissions: receiver.retransmissions,
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
-            seconds: monotonicSeconds() - started)
+            seconds: monotonicSeconds() - started, resumeChecks: checks)
     }
 
     /// A copy that broke off after it started can continue from its last checkpoint: say so.

@@ -14,9 +14,16 @@ public enum Server {
         let conn = Connection(input: 0, output: 1, peerName: "the client")
         let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
         do {
-            _ = try Handshake.run(conn, hello: Session.hello(), log: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
+            _ = try Handshake.run(conn, hello: Session.hello(), log: { Console.err($0 + "\n") })
             let request = try Request.decode(try conn.expect(.request, log: { _ in }))
-            let ledger = try Ledger(path: request.ledger ?? Ledger.defaultPath(environment: environment))
+            let ledgerPath = request.ledger ?? Ledger.defaultPath(environment: environment)
+            // Before the ledger is opened (which may create it): never a ledger on the image.
+            switch request {
+            case .receive(let r): try DestinationWriter.refuseOverlap(ledger: ledgerPath, destination: r.path)
+            case .resendReceive(let r): try DestinationWriter.refuseOverlap(ledger: ledgerPath, destination: r.path)
+            default: break
+            }
+            let ledger = try Ledger(path: ledgerPath)
             switch request {
             case .receive(let r): try receive(r, conn: conn, ledger: ledger, log: log)
             case .send(let r): try send(r, conn: conn, ledger: ledger, log: log)
@@ -25,9 +32,13 @@ public enum Server {
             case .resendSend(let r): try ResendServer.send(r, conn: conn, ledger: ledger, log: log)
             }
             return nil
+        } catch let e as FerryError where e.fromPeer {
+            // The client's own error, which it already reported: not sent back, not echoed.
+            return e
         } catch let e as FerryError {
-            conn.sendError(e)
-            FileHandle.standardError.write(("ferry serve: \(e)\n").data(using: .utf8)!)
+            // Sent in-band, where the client shows it once with "remote:". Only when that fails
+            // does it go to stderr, which ssh carries to the client's terminal.
+            if !conn.sendError(e) { Console.err("ferry serve: \(e)\n") }
             return e
         } catch {
             let e = FerryError(.remote, "\(error)")
@@ -38,15 +49,28 @@ public enum Server {
 
     /// Push: write the image at `request.path` from the client's chunk frames.
     static func receive(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
+        try ledger.checkWritable()
         let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros)
+        do {
+            try receive(request, into: dest, conn: conn, ledger: ledger, log: log)
+        } catch {
+            dest.fail(ledger: ledger, error)
+            throw error
+        }
+    }
+
+    private static func receive(_ request: CopyRequest, into dest: DestinationWriter, conn: Connection, ledger: Ledger,
+                                log: @escaping (String) -> Void) throws {
         try dest.open(expectedSize: request.size, source: nil)
         var start = 0
         var hasher = SHA256Hasher()
+        var checked: String?
         if let (prior, n) = try Resume.point(transferId: request.transferId, role: .destination, theirs: request.resumeCheckpoints, ledger: ledger) {
-            hasher = try dest.resume(ledger: ledger, image: prior, at: n)
+            (hasher, checked) = try dest.resume(ledger: ledger, image: prior, at: n, verifyPrefix: request.verifyPrefix)
             start = n
         }
         var ready = Ready(host: ledger.host, ledger: ledger.path)
+        ready.resumeCheck = checked
         ready.resumeFrom = start
         ready.imageId = dest.imageId
         ready.io = dest.file?.mode.rawValue
@@ -68,15 +92,27 @@ public enum Server {
     /// Pull: read the image at `request.path` and send it.
     static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs)
+        do {
+            try send(request, from: source, conn: conn, ledger: ledger, log: log)
+        } catch {
+            source.fail(ledger: ledger, error)
+            throw error
+        }
+    }
+
+    private static func send(_ request: CopyRequest, from source: SourceReader, conn: Connection, ledger: Ledger,
+                             log: @escaping (String) -> Void) throws {
         var start = 0
         var hasher = SHA256Hasher()
+        var checked: String?
         if let (prior, n) = try Resume.point(transferId: request.transferId, role: .source, theirs: request.resumeCheckpoints, ledger: ledger) {
-            hasher = try source.resume(ledger: ledger, image: prior, at: n)
+            (hasher, checked) = try source.resume(ledger: ledger, image: prior, at: n, verifyPrefix: request.verifyPrefix)
             start = n
         }
         if start == 0 { try source.register(in: ledger, transferId: request.transferId, peer: request.peer) }
         var ready = Ready(host: ledger.host, ledger: ledger.path)
         ready.resumeFrom = start
+        ready.resumeCheck = checked
         ready.size = source.size
         ready.kind = source.file.kind.rawValue
         ready.imageId = source.imageId

@@ -101,7 +101,7 @@ public final class RemoteShell {
             s.lastLines.append(line)
             if s.lastLines.count > 5 { s.lastLines.removeFirst() }
         }
-        FileHandle.standardError.write(("remote: " + line + "\n").data(using: .utf8)!)
+        Console.err("remote: " + line + "\n")
     }
 
     /// Waits for the child to exit (at most `seconds`), returning its wait status.

@@ -15,7 +15,7 @@ enum Session {
 
     /// Lines from the far side, shown locally.
     static func remoteLog(_ line: String) {
-        FileHandle.standardError.write(("remote: " + line + "\n").data(using: .utf8)!)
+        Console.err("remote: " + line + "\n")
     }
 
     /// Starts the far `ferry serve` and shakes hands.
