@@ -18,7 +18,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker
 	-Xcc -DFERRY_COMMIT='"$(FERRY_COMMIT)"'
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 DEB_PACKAGES := dpkg-dev lintian
-TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2
+TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2 python3-fusepy
 
 .PHONY: all build deps deb-deps test-deps test deb demo bench install man clean
 
@@ -42,7 +42,6 @@ deb-deps: deps
 
 test-deps: deps
 	$(call apt_missing,$(TEST_PACKAGES))
-	@python3 -c 'import fuse' 2>/dev/null || python3 -m pip install -q fusepy || true
 
 build: deps
 	$(SWIFT) build $(RELEASE_FLAGS)

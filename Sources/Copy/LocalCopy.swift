@@ -72,7 +72,8 @@ public enum LocalCopy {
                                       checkpointOnInterrupt: true, progress: progress)
         } catch var e as FerryError where e.code == .interrupted || e.code == .io {
             if let id = dest.imageId, let n = try? ledger.checkpointCounts(image: id).first, n > 0, source.size != nil {
-                e.hint = "chunks [0, \(n)) (\(n * chunkSize) bytes) are durable and recorded; run the same ferry copy with --resume to continue from there"
+                let resume = "chunks [0, \(n)) (\(n * chunkSize) bytes) are durable and recorded; run the same ferry copy with --resume to continue from there"
+                e.hint = e.code == .interrupted ? resume : (e.hint.map { $0 + "; " } ?? "") + resume
             }
             throw e
         }

@@ -61,7 +61,8 @@ final class ProgressMeter {
         let elapsed = now - started
         let rate = final ? (elapsed > 0 ? Double(done) / elapsed : 0) : recentRate
         var eta: Double? = nil
-        if let total, rate > 0, done <= total { eta = Double(total - done) / rate }
+        // A stalled transfer has no ETA (its decaying rate would promise one in 10^48 seconds).
+        if let total, rate >= 1024, done <= total, Double(total - done) / rate < 30 * 86400 { eta = Double(total - done) / rate }
         switch style {
         case .bar:
             var line = "\(label) \(Output.bytes(done))"

@@ -13,7 +13,17 @@ struct RemoteOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The far host's ledger (default: its own default ledger).", valueName: "path"))
     var remoteLedger: String?
 
+    @Option(name: .long, help: ArgumentHelp("End a remote session when no data has moved for this many seconds, at both ends (0: wait forever). What was made durable is kept for --resume.", valueName: "seconds"))
+    var timeout: Double = RemoteSettings.defaultTimeout
+
     var settings: RemoteSettings {
-        RemoteSettings(rsh: rsh.map { RemoteSettings.splitWords($0) }, remoteFerry: remoteFerry, remoteLedger: remoteLedger)
+        RemoteSettings(rsh: rsh.map { RemoteSettings.splitWords($0) }, remoteFerry: remoteFerry, remoteLedger: remoteLedger,
+                       timeout: timeout > 0 ? timeout : nil)
+    }
+
+    func validate() throws {
+        guard timeout >= 0, timeout.isFinite else {
+            throw ValidationError("--timeout takes seconds, 0 or more (0: wait forever)")
+        }
     }
 }

@@ -19,11 +19,52 @@ public final class Connection {
     public private(set) var bytesReceived: UInt64 = 0
     /// Called when the peer closed the stream, to explain why (ssh's exit status and last words).
     public var onClosed: (() -> FerryError)?
+    /// Milliseconds with no byte moving either way after which a blocked read or write gives up
+    /// (0: wait forever), and when a byte last moved. Shared by the threads using the connection,
+    /// so a sender's steady writes keep its acknowledgement reader waiting, and a peer that
+    /// stops (SIGSTOP, a dead link that never resets) ends both.
+    private let idleLimit = Atomic<Int64>(0)
+    private let lastMoved = Atomic<Int64>(Connection.nowMs())
 
     public init(input: Int32, output: Int32, peerName: String) {
         self.input = input
         self.output = output
         self.peerName = peerName
+    }
+
+    /// Seconds without any data moving after which the session ends with an error (nil or 0:
+    /// never). The output becomes non-blocking, so a write to a stalled peer cannot hang either.
+    public var idleTimeout: Double? {
+        get { let ms = idleLimit.load(ordering: .relaxed); return ms > 0 ? Double(ms) / 1000 : nil }
+        set {
+            let ms = Int64(((newValue ?? 0) * 1000).rounded())
+            idleLimit.store(max(0, ms), ordering: .relaxed)
+            lastMoved.store(Self.nowMs(), ordering: .relaxed)
+            let flags = fcntl(output, F_GETFL)
+            if flags >= 0 { _ = fcntl(output, F_SETFL, ms > 0 ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) }
+        }
+    }
+
+    static func nowMs() -> Int64 { Int64(monotonicSeconds() * 1000) }
+
+    private func moved() { lastMoved.store(Self.nowMs(), ordering: .relaxed) }
+
+    /// Waits until `fd` is ready for `events`, or fails once nothing moved for the idle limit.
+    private func waitReady(_ fd: Int32, _ events: Int16) throws {
+        let limit = idleLimit.load(ordering: .relaxed)
+        guard limit > 0 else { return }
+        while true {
+            var p = pollfd(fd: fd, events: events, revents: 0)
+            let r = poll(&p, 1, 1000)
+            if r > 0 { return }
+            if r < 0 && errno != EINTR { return }   // the read or write itself reports it
+            if let s = Interrupts.received { throw Interrupts.error(s, during: "the session with \(peerName)") }
+            let idle = Self.nowMs() - lastMoved.load(ordering: .relaxed)
+            if idle >= limit {
+                throw FerryError(.remote, "no data moved between here and \(peerName) for \(limit / 1000) s: the far side or the link stalled",
+                                 hint: "--timeout SECONDS waits longer, --timeout 0 forever")
+            }
+        }
     }
 
     // MARK: Sending
@@ -51,14 +92,17 @@ public final class Connection {
         var index = 0
         while index < iov.count {
             let start = index
+            try waitReady(output, Int16(POLLOUT))
             let n = iov.withUnsafeMutableBufferPointer { v in
                 retryingEINTR { writev(output, v.baseAddress! + start, Int32(v.count - start)) }
             }
             if n < 0 {
+                if errno == EAGAIN { continue }   // non-blocking: wait for room again
                 if errno == EPIPE || errno == ECONNRESET { throw closedError() }
                 throw FerryError.syscall("write to", path: peerName)
             }
             bytesSent += UInt64(n)
+            if n > 0 { moved() }
             var left = n
             while left > 0 && index < iov.count {
                 if left >= iov[index].iov_len {
@@ -123,6 +167,7 @@ public final class Connection {
             // Large payloads go straight into the caller's buffer; small reads are batched.
             let direct = left >= inbox.capacity / 2
             let target = direct ? p + done : inbox.pointer
+            try waitReady(input, Int16(POLLIN))
             let n = retryingEINTR { read(input, target, direct ? left : inbox.capacity) }
             if n < 0 { throw FerryError.syscall("read from", path: peerName) }
             if n == 0 {
@@ -131,6 +176,7 @@ public final class Connection {
                 throw FerryError(e.code, e.message + " in the middle of a frame", hint: e.hint)
             }
             bytesReceived += UInt64(n)
+            moved()
             if direct {
                 done += n
             } else {

@@ -50,6 +50,8 @@ public struct CopyRequest: Sendable, Equatable {
     public var resumeCheckpoints: [Int]?
     /// Resume: re-read every copied chunk before continuing, not a sample.
     public var verifyPrefix = false
+    /// Seconds with no data moving after which the far side ends the session (nil: never).
+    public var timeout: Double?
 
     public init(path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String, peer: String,
                 checkpointEvery: Int) {
@@ -63,7 +65,11 @@ public struct VerifyRequest: Sendable, Equatable {
     public var ledger: String?
     /// Which record to verify against (nil: the newest complete one under the path's names).
     public var imageId: Int64?
-    public init(path: String, ledger: String?, imageId: Int64?) { (self.path, self.ledger, self.imageId) = (path, ledger, imageId) }
+    /// Seconds with no data moving after which the far side ends the session (nil: never).
+    public var timeout: Double?
+    public init(path: String, ledger: String?, imageId: Int64?, timeout: Double? = nil) {
+        (self.path, self.ledger, self.imageId, self.timeout) = (path, ledger, imageId, timeout)
+    }
 }
 
 /// Resend with the destination far.
@@ -101,6 +107,12 @@ extension Request {
     /// The request frame's body.
     public func encode() -> [UInt8] { JSONBody.encode(RequestFrame(self)) }
 
+    private static func timeout(_ t: Double?) throws -> Double? {
+        guard let t else { return nil }
+        guard t.isFinite, t >= 0, t <= 1e7 else { throw FerryError(.wire, "the request's timeout is \(t)") }
+        return t > 0 ? t : nil
+    }
+
     /// Parses and checks a request frame's body.
     public static func decode(_ body: [UInt8]) throws -> Request {
         let f = try JSONBody.decode(RequestFrame.self, body, what: "request")
@@ -124,9 +136,10 @@ extension Request {
             r.writeZeros = f.writeZeros
             r.resumeCheckpoints = f.resume ? f.checkpoints : nil
             r.verifyPrefix = f.verifyPrefix ?? false
+            r.timeout = try timeout(f.timeout)
             return f.operation == .receive ? .receive(r) : .send(r)
         case .verify:
-            return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId))
+            return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, timeout: try timeout(f.timeout)))
         case .resendReceive:
             guard subBlockOK(f.subBlockSize) else { throw FerryError(.wire, "the request's sub-block size is \(f.subBlockSize)") }
             return .resendReceive(RepairRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, verifyFirst: f.verifyFirst,
@@ -167,8 +180,9 @@ struct RequestFrame: Codable {
     var force = false
     var verifyFirst = false
     var plan: ResendPlan?
-    /// Optional, so a ferry that never sent it still decodes.
+    /// Optional, so a ferry that never sent them still decodes.
     var verifyPrefix: Bool?
+    var timeout: Double?
 
     init(_ r: Request) {
         switch r {
@@ -187,8 +201,10 @@ struct RequestFrame: Codable {
             resume = c.resumeCheckpoints != nil
             checkpoints = c.resumeCheckpoints ?? []
             verifyPrefix = c.verifyPrefix ? true : nil
+            timeout = c.timeout ?? 0
         case .verify(let v):
             (operation, path, ledger, imageId) = (.verify, v.path, v.ledger, v.imageId)
+            timeout = v.timeout ?? 0
         case .resendReceive(let rr):
             (operation, path, ledger, imageId, verifyFirst, subBlockSize, peer) =
                 (.resendReceive, rr.path, rr.ledger, rr.imageId, rr.verifyFirst, rr.subBlockSize, rr.peer)

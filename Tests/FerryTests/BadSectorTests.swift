@@ -16,13 +16,13 @@ final class BadSectorTests: FerryTestCase {
     }
 
     private func mountBadSectors(image: String, bad: [Range<Int>]) throws -> String {
-        let probe = try runProcess(["/usr/bin/env", "python3", "-c", "import fuse"], in: scratch)
+        let probe = try runProcess(["/usr/bin/python3", "-c", "import fusepy"], in: scratch)
         guard probe.status == 0, exists("/dev/fuse") else {
-            try skipUnlessRequired("FUSE is not available (python3 fusepy with libfuse2, and /dev/fuse): \(probe.summary)")
+            try skipUnlessRequired("FUSE is not available (Debian's python3-fusepy for /usr/bin/python3, libfuse2, /dev/fuse; `make test-deps`): \(probe.summary)")
         }
         let mnt = scratch.file("mnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        fuse = try start(["/usr/bin/env", "python3", TestPaths.fixture("badsectors.py"), image, mnt]
+        fuse = try start(["/usr/bin/python3", TestPaths.fixture("badsectors.py"), image, mnt]
                          + bad.map { "\($0.lowerBound):\($0.upperBound)" }, in: scratch)
         for _ in 0..<200 where !exists(mnt + "/disk.raw") { usleep(25_000) }
         guard exists(mnt + "/disk.raw") else {

@@ -49,7 +49,8 @@ final class FaultTests: FerryTestCase {
         let said = r.errLines.last ?? ""
         XCTAssertTrue(said.contains("fdatasync") && said.contains("Input/output error"), said)
         XCTAssertTrue(said.contains("do not trust this copy"), said)
-        XCTAssertTrue(r.stdout.isEmpty, "a copy whose sync failed printed a report: " + r.out)
+        XCTAssertFalse(r.out.contains("digestsMatch"), "a copy whose sync failed printed a report: " + r.out)
+        XCTAssertTrue(r.out.contains("\"exitStatus\":4"), "--json: a JSON error object: " + r.out)
         let records = try ledgerImages(ledger).filter { $0.role == "destination" }
         XCTAssertEqual(records.count, 1)
         XCTAssertEqual(records.first?.complete, false, "the ledger vouches for data whose sync failed")

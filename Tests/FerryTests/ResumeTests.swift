@@ -81,7 +81,7 @@ final class ResumeTests: FerryTestCase {
         if let stoppedAt {
             // A clean stop records a checkpoint where it stopped: nothing is copied twice.
             XCTAssertEqual(from, stoppedAt, "resumed elsewhere than where the interrupted run stopped", file: file, line: line)
-            XCTAssertTrue(r.stdout.contains("\"resumeChecks\""), "the report says what the resume checked: " + r.out, file: file, line: line)
+            XCTAssertTrue(r.out.contains("\"resumeChecks\""), "the report says what the resume checked: " + r.out, file: file, line: line)
             return try checkSameAsReference(r, report: report, dst: dst, reference: reference, dstLedger: dstLedger,
                                             srcLedger: srcLedger, localIsSource: localIsSource, file: file, line: line)
         }
@@ -297,9 +297,9 @@ final class ResumeTests: FerryTestCase {
             XCTAssertEqual(r1.errLines.last?.hasPrefix("ferry: interrupted by SIGINT"), true, r1.summary)
             XCTAssertTrue(r1.stderr.contains("--resume"), "the message says how to continue: " + r1.summary)
             // --json: a JSON error object, never a report.
-            XCTAssertTrue(r1.stdout.contains("\"kind\":\"interrupted\"") && r1.stdout.contains("\"exitStatus\":130"),
+            XCTAssertTrue(r1.out.contains("\"kind\":\"interrupted\"") && r1.out.contains("\"exitStatus\":130"),
                           "an interrupted copy with --json prints a JSON error: " + r1.out)
-            XCTAssertFalse(r1.stdout.contains("digestsMatch"), "an interrupted copy printed a report: " + r1.out)
+            XCTAssertFalse(r1.out.contains("digestsMatch"), "an interrupted copy printed a report: " + r1.out)
         }
     }
 

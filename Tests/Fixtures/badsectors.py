@@ -12,7 +12,10 @@ import os
 import sys
 import threading
 
-from fuse import FUSE, FuseOSError, Operations
+try:  # Debian's python3-fusepy names the module fusepy; pip's fusepy names it fuse
+    from fusepy import FUSE, FuseOSError, Operations
+except ImportError:
+    from fuse import FUSE, FuseOSError, Operations
 
 
 class BadSectors(Operations):

@@ -54,6 +54,7 @@ public enum RemoteCopy {
         request.compressLevel = options.compressLevel
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
         request.verifyPrefix = options.verifyPrefix
+        request.timeout = settings.timeout
         try conn.send(.request, Request.receive(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
 
@@ -126,6 +127,7 @@ public enum RemoteCopy {
         request.compressLevel = options.compressLevel
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
         request.verifyPrefix = options.verifyPrefix
+        request.timeout = settings.timeout
         try conn.send(.request, Request.send(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
         try dest.open(expectedSize: ready.size, source: nil)

@@ -16,6 +16,8 @@ public enum RemoteResend {
             let shell = try Session.open(host: host, settings: settings)
             defer { shell.finish() }
             let conn = shell.connection
+            // A resend's far side verifies or re-reads for long stretches without a frame.
+            conn.idleTimeout = nil
             let request = Request.resendReceive(RepairRequest(path: dst, ledger: settings.remoteLedger, imageId: imageId,
                                                               verifyFirst: verifyFirst, subBlockSize: subBlockSize,
                                                               peer: "\(ledger.host):\(src)"))
@@ -43,6 +45,8 @@ public enum RemoteResend {
             let shell = try Session.open(host: host, settings: settings)
             defer { shell.finish() }
             let conn = shell.connection
+            // A resend's far side verifies or re-reads for long stretches without a frame.
+            conn.idleTimeout = nil
             let request = Request.resendSend(SupplyRequest(path: src, ledger: settings.remoteLedger, plan: target.plan, force: force,
                                                            peer: "\(ledger.host):\(dst)"))
             try conn.send(.request, request.encode())

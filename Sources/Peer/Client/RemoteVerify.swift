@@ -12,7 +12,7 @@ public enum RemoteVerify {
         let shell = try Session.open(host: host, settings: settings)
         defer { shell.finish() }
         let conn = shell.connection
-        let request = Request.verify(VerifyRequest(path: path, ledger: settings.remoteLedger, imageId: imageId))
+        let request = Request.verify(VerifyRequest(path: path, ledger: settings.remoteLedger, imageId: imageId, timeout: settings.timeout))
         try conn.send(.request, request.encode())
         var talk = Conversation(.verifyClient, peer: conn.peerName)
         while true {

@@ -12,11 +12,20 @@ public enum Server {
     /// Serves one session; returns the error that ended it, if any (already sent to the client).
     public static func run(environment: [String: String]) -> FerryError? {
         let conn = Connection(input: 0, output: 1, peerName: "the client")
+        // Until the request names the client's --timeout: a client that never says a word
+        // does not keep a serve waiting forever.
+        conn.idleTimeout = RemoteSettings.defaultTimeout
         let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
         do {
             _ = try Handshake.run(conn, hello: Session.hello(), log: { Console.err($0 + "\n") })
             let request = try Request.decode(try conn.expect(.request, log: { _ in }))
             let ledgerPath = request.ledger ?? Ledger.defaultPath(environment: environment)
+            switch request {
+            case .receive(let r), .send(let r): conn.idleTimeout = r.timeout
+            case .verify(let r): conn.idleTimeout = r.timeout
+            // A resend's far side verifies or plans for a long time without a frame.
+            case .resendReceive, .resendSend: conn.idleTimeout = nil
+            }
             // Before the ledger is opened (which may create it): never a ledger on the image.
             switch request {
             case .receive(let r): try DestinationWriter.refuseOverlap(ledger: ledgerPath, destination: r.path)

@@ -8,9 +8,14 @@ public struct RemoteSettings: Sendable, Equatable {
     public var remoteFerry: String
     /// The far ledger; nil means the far side's default.
     public var remoteLedger: String?
+    /// Seconds with no data moving after which a session ends (nil: never), at both ends.
+    public var timeout: Double?
 
-    public init(rsh: [String]? = nil, remoteFerry: String = "ferry", remoteLedger: String? = nil) {
-        (self.rsh, self.remoteFerry, self.remoteLedger) = (rsh, remoteFerry, remoteLedger)
+    public static let defaultTimeout: Double = 300
+
+    public init(rsh: [String]? = nil, remoteFerry: String = "ferry", remoteLedger: String? = nil,
+                timeout: Double? = RemoteSettings.defaultTimeout) {
+        (self.rsh, self.remoteFerry, self.remoteLedger, self.timeout) = (rsh, remoteFerry, remoteLedger, timeout)
     }
 
     /// The default remote shell: the seed's setting, as compression on a LAN only slows the copy.

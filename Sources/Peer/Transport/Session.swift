@@ -21,6 +21,7 @@ enum Session {
     /// Starts the far `ferry serve` and shakes hands.
     static func open(host: String, settings: RemoteSettings) throws -> RemoteShell {
         let shell = try RemoteShell(host: host, settings: settings)
+        shell.connection.idleTimeout = settings.timeout
         do {
             _ = try Handshake.run(shell.connection, hello: hello(), log: remoteLog)
         } catch {

@@ -42,6 +42,7 @@ struct CopyJSON: Decodable {
     var zeroFrames: Int?
     var retransmissions: Int?
     var remote: RemoteEndJSON?
+    var resumeChecks: [String]?
     var seconds: Double
 }
 
@@ -93,6 +94,7 @@ struct RunJSON: Decodable {
     var imageId: Int64
     var kind: String
     var result: String
+    var error: String?
 }
 
 struct FindingJSON: Decodable {
