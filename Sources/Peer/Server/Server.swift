@@ -7,16 +7,22 @@ import Wire
 
 /// `ferry serve`: the far end of a session, on stdin/stdout. Everything it needs (operation,
 /// path, ledger, options) arrives in the Request frame, so it also runs as an authorized_keys
-/// forced command that ignores the command the client asked for.
+/// forced command that ignores the command the client asked for; that command's `--restrict-to`
+/// and `--read-only` (a `ServePolicy`) limit what the request may touch.
 public enum Server {
     /// Serves one session; returns the error that ended it, if any (already sent to the client).
-    public static func run(environment: [String: String]) -> FerryError? {
+    /// `restrictTo` and `readOnly` are serve's own options, resolved and applied after the
+    /// handshake, so a refusal (or a misconfigured forced command) reaches the client in-band.
+    public static func run(environment: [String: String], restrictTo: [String] = [], readOnly: Bool = false) -> FerryError? {
         let conn = Connection(input: 0, output: 1, peerName: "the client")
         let log: (String) -> Void = { line in try? conn.send(.log, Array(line.utf8)) }
         do {
             _ = try Handshake.run(conn, hello: Session.hello(), log: { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) })
             let request = try Request.decode(try conn.expect(.request, log: { _ in }))
-            let ledger = try Ledger(path: request.ledger ?? Ledger.defaultPath(environment: environment))
+            let defaultLedger = Ledger.defaultPath(environment: environment)
+            // Before any ledger or image is opened or created.
+            try ServePolicy(restrictTo: restrictTo, readOnly: readOnly).check(request, defaultLedger: defaultLedger)
+            let ledger = try Ledger(path: request.ledger ?? defaultLedger)
             switch request {
             case .receive(let r): try receive(r, conn: conn, ledger: ledger, log: log)
             case .send(let r): try send(r, conn: conn, ledger: ledger, log: log)
