@@ -31,12 +31,6 @@ public struct ServePolicy: Sendable, Equatable {
     /// The uid a link must belong to for the block-device exception: root, as udev's links are.
     static let trustedLinkOwner: UInt32 = 0
 
-    public static let unrestricted = ServePolicy(resolvedFolders: [], readOnly: false)
-
-    init(resolvedFolders: [String], readOnly: Bool) {
-        (folders, self.readOnly) = (resolvedFolders, readOnly)
-    }
-
     /// Resolves `--restrict-to`'s folders; one that is missing or not a folder is a usage error.
     public init(restrictTo: [String], readOnly: Bool, paths: some PathLookup = LivePaths()) throws {
         var resolved: [String] = []
@@ -47,7 +41,7 @@ public struct ServePolicy: Sendable, Equatable {
             }
             if !resolved.contains(real) { resolved.append(real) }
         }
-        self.init(resolvedFolders: resolved, readOnly: readOnly)
+        (folders, self.readOnly) = (resolved, readOnly)
     }
 
     /// Refuses the request unless this serve may carry it out. `defaultLedger` is the ledger
