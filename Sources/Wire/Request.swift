@@ -19,6 +19,16 @@ public enum Request: Sendable, Equatable {
     /// Resend, source far: supply sub-blocks of `path` for the client's plan.
     case resendSend(SupplyRequest)
 
+    /// The image the operation reads or writes on the far side.
+    public var path: String {
+        switch self {
+        case .receive(let r), .send(let r): return r.path
+        case .verify(let r): return r.path
+        case .resendReceive(let r): return r.path
+        case .resendSend(let r): return r.path
+        }
+    }
+
     /// The far side's ledger; nil means its default.
     public var ledger: String? {
         switch self {

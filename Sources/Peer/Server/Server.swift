@@ -7,10 +7,13 @@ import Wire
 
 /// `ferry serve`: the far end of a session, on stdin/stdout. Everything it needs (operation,
 /// path, ledger, options) arrives in the Request frame, so it also runs as an authorized_keys
-/// forced command that ignores the command the client asked for.
+/// forced command that ignores the command the client asked for; that command's `--restrict-to`
+/// and `--read-only` (a `ServePolicy`) limit what the request may touch.
 public enum Server {
     /// Serves one session; returns the error that ended it, if any (already sent to the client).
-    public static func run(environment: [String: String]) -> FerryError? {
+    /// `restrictTo` and `readOnly` are serve's own options, resolved and applied after the
+    /// handshake, so a refusal (or a misconfigured forced command) reaches the client in-band.
+    public static func run(environment: [String: String], restrictTo: [String] = [], readOnly: Bool = false) -> FerryError? {
         let conn = Connection(input: 0, output: 1, peerName: "the client")
         // Until the request names the client's --timeout: a client that never says a word
         // does not keep a serve waiting forever.
@@ -19,14 +22,17 @@ public enum Server {
         do {
             _ = try Handshake.run(conn, hello: Session.hello(), log: { Console.err($0 + "\n") })
             let request = try Request.decode(try conn.expect(.request, log: { _ in }))
-            let ledgerPath = request.ledger ?? Ledger.defaultPath(environment: environment)
+            let defaultLedger = Ledger.defaultPath(environment: environment)
+            let ledgerPath = request.ledger ?? defaultLedger
             switch request {
             case .receive(let r), .send(let r): conn.idleTimeout = r.timeout
             case .verify(let r): conn.idleTimeout = r.timeout
             // A resend's far side verifies or plans for a long time without a frame.
             case .resendReceive, .resendSend: conn.idleTimeout = nil
             }
-            // Before the ledger is opened (which may create it): never a ledger on the image.
+            // Before any ledger or image is opened or created: what this serve may touch, and
+            // never a ledger on the image.
+            try ServePolicy(restrictTo: restrictTo, readOnly: readOnly).check(request, defaultLedger: defaultLedger)
             switch request {
             case .receive(let r): try DestinationWriter.refuseOverlap(ledger: ledgerPath, destination: r.path)
             case .resendReceive(let r): try DestinationWriter.refuseOverlap(ledger: ledgerPath, destination: r.path)
