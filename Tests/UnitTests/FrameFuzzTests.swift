@@ -377,9 +377,11 @@ enum FrameFixtures {
         }.joined(separator: "\n")
     }
 
-    /// Writes `bytes` as crash-<seed>-<iteration>.hex and returns its path.
+    /// Writes `bytes` as crash-<seed>-<iteration>.hex, unless it is kept already (with its notes),
+    /// and returns its path.
     static func keep(_ bytes: [UInt8], seed: UInt64, iteration: UInt64, why: [String]) throws -> String {
         let url = directory.appendingPathComponent("crash-\(seed)-\(iteration).hex")
+        if FileManager.default.fileExists(atPath: url.path) { return url.path }
         let comments = ["Kept by the frame fuzzer (FERRY_FUZZ_REPLAY=\(seed):\(iteration)); must parse or fail with a wire error."]
             + why.map { $0.replacingOccurrences(of: "\n", with: " ") }
         try (comments.map { "# " + $0 }.joined(separator: "\n") + "\n" + hex(bytes) + "\n").write(to: url, atomically: true, encoding: .utf8)
