@@ -138,6 +138,13 @@ final class WireParserTests: XCTestCase {
     func testMalformedBodies() {
         XCTAssertThrowsError(try U64Body.decode([1, 2, 3]))
         XCTAssertThrowsError(try JSONBody.decode(End.self, Array("{\"size\":".utf8), what: "end"))
+        // Foundation traps on this one (crash-481227364-2737530 is the body the fuzzer found it in).
+        XCTAssertThrowsError(try JSONBody.decode(End.self, [UInt8](repeating: UInt8(ascii: "["), count: 513), what: "end")) {
+            XCTAssertTrue("\($0)".contains("end frame from the peer: JSON nested deeper than 32 levels"), "\($0)")
+        }
+        XCTAssertThrowsError(try JSONBody.decode(End.self, Array(#"{"sha256":"[[[[","size":[[[[[[[[[[1"#.utf8), what: "end")) {
+            XCTAssertFalse("\($0)".contains("nested deeper"), "brackets in a string count: \($0)")
+        }
         XCTAssertThrowsError(try SubBlockDigests.decode([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 16, 0, 0, 0, 0, 2]))
         XCTAssertThrowsError(try chunkIndex(1 << 41, what: "chunk index"))
     }
