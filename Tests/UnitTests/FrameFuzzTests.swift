@@ -12,7 +12,8 @@ import XCTest
 /// Tests/Fixtures/frames/crash-<seed>-<iteration>.hex and runs it again. An input that breaks an
 /// invariant without crashing is kept the same way at once; one that crashes the test process is
 /// kept by a signal handler before the process dies. Kept inputs are a regression corpus that
-/// `WireParserTests.testEveryFixtureIsCovered` runs on every `make test`.
+/// `WireParserTests.testEveryFixtureIsCovered` runs on every `make test`. A pair rebuilds its input
+/// only while the corpus and the mutator are unchanged; the kept bytes are what lasts.
 ///
 ///     FERRY_FUZZ_SEED         the seed (decimal or 0x-hex); a fixed default, so `make test` repeats itself
 ///     FERRY_FUZZ_ITERATIONS   how many inputs (default 150000; `make fuzz` runs 5000000)
