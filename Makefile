@@ -1,6 +1,7 @@
 # ferry: build, test, demo, install.
 #   make          install missing Debian packages, build release (Swift runtime and Foundation linked in)
 #   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
+#   make fuzz     the frame parser fuzzer alone, 5M inputs from a fresh seed (FERRY_FUZZ_SEED to pick one)
 #   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
 #   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
 #   make deb      dist/ferry_VERSION_ARCH.deb for a Debian or Proxmox host without Swift, checked by lintian
@@ -20,7 +21,7 @@ BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 DEB_PACKAGES := dpkg-dev lintian
 TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2 python3-fusepy
 
-.PHONY: all build deps deb-deps test-deps test deb demo bench install man clean
+.PHONY: all build deps deb-deps test-deps test fuzz deb demo bench install man clean
 
 all: build
 
@@ -52,6 +53,14 @@ build: deps
 test: test-deps build
 	FERRY_BIN=$(CURDIR)/$(BIN) $(SWIFT) test -c release --scratch-path .build/tests --disable-swift-testing 2>&1 | tee .build/test.log
 	@sh scripts/test-summary.sh .build/test.log
+
+# `make test` fuzzes from a fixed seed; this runs far more inputs from a new seed each time,
+# printed so a failure can be replayed: FERRY_FUZZ_REPLAY=<seed>:<iteration> keeps that input as
+# Tests/Fixtures/frames/crash-<seed>-<iteration>.hex and runs it alone.
+FERRY_FUZZ_ITERATIONS ?= 5000000
+fuzz: deps
+	FERRY_FUZZ_ITERATIONS=$(FERRY_FUZZ_ITERATIONS) FERRY_FUZZ_SEED=$${FERRY_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	$(SWIFT) test -c release --scratch-path .build/tests --disable-swift-testing --filter UnitTests.FrameFuzzTests
 
 demo: build
 	@sh scripts/demo.sh $(CURDIR)/$(BIN)

@@ -98,11 +98,41 @@ public enum JSONBody {
         return Array((try? e.encode(v)) ?? Data("{}".utf8))
     }
 
+    /// Deeper than any message ferry sends (a resend plan's chunks sit at 4), far below Foundation's
+    /// 512, whose refusal of a 513th array opened on a body's last byte traps instead of throwing.
+    public static let maxDepth = 32
+
     public static func decode<T: Decodable>(_ t: T.Type, _ b: [UInt8], what: String) throws -> T {
+        guard depth(b) <= maxDepth else {
+            throw FerryError(.wire, "malformed \(what) frame from the peer: JSON nested deeper than \(maxDepth) levels")
+        }
         do {
             return try JSONDecoder().decode(t, from: Data(b))
         } catch {
             throw FerryError(.wire, "malformed \(what) frame from the peer: \(error)")
         }
+    }
+
+    /// The deepest nesting of arrays and objects in a JSON text, brackets in strings not counted: never
+    /// less than the nesting the decoder reaches before a syntax error stops it.
+    static func depth(_ b: [UInt8]) -> Int {
+        var depth = 0, deepest = 0, inString = false, escaped = false
+        for c in b {
+            if inString {
+                if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch c {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                deepest = max(deepest, depth)
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                depth -= 1
+                if depth < 0 { return deepest }
+            default: break
+            }
+        }
+        return deepest
     }
 }
