@@ -18,7 +18,7 @@ public enum LocalCopy {
             if let r = resumeFrom { chunkSize = try Resume.chunkSize(of: r.dst, options: options) }
         }
         let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize)
-        let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         do {
             return try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress,
                             started: started)

@@ -73,13 +73,17 @@ public final class Ledger {
 
     private func migrate() throws {
         // The three header reads must see one snapshot: another process may be creating the
-        // ledger right now.
-        try db.transaction { try checkOwnership() }
+        // ledger right now. A read transaction: opening a current ledger takes no write lock.
+        let version = try db.readTransaction { () -> Int64 in
+            try checkOwnership()
+            return try scalar("PRAGMA user_version")
+        }
         // Several ferry processes may open a new ledger at once: switching to WAL takes an
         // exclusive lock that SQLite's busy handler does not wait for, so wait here.
         try retryingBusy { try db.execute("PRAGMA journal_mode=WAL") }
         try db.execute("PRAGMA synchronous=FULL")
         try db.execute("PRAGMA foreign_keys=ON")
+        guard version < Schema.version else { return }
         // One process migrates; the others find the work done when their turn comes.
         try db.transaction {
             try checkOwnership()
@@ -294,8 +298,8 @@ public final class Ledger {
     // MARK: Runs and findings
 
     public func startRun(image: Int64, kind: RunKind) throws -> Int64 {
-        try db.prepare("INSERT INTO runs(image_id, kind, started_at) VALUES (?,?,?) RETURNING id")
-            .insert([.int(image), .text(kind.rawValue), .text(Self.now())])
+        try db.prepare("INSERT INTO runs(image_id, kind, started_at, pid) VALUES (?,?,?,?) RETURNING id")
+            .insert([.int(image), .text(kind.rawValue), .text(Self.now()), .int(Int64(getpid()))])
     }
 
     public struct RunEnd: Sendable {
@@ -335,14 +339,14 @@ public final class Ledger {
 
     public func runs(image: Int64) throws -> [RunRecord] {
         try db.prepare("""
-            SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail, error
+            SELECT id, image_id, kind, started_at, ended_at, result, bytes_read, bytes_written, bytes_sent, read_mode, detail, error, pid
             FROM runs WHERE image_id = ? ORDER BY id
             """).rows([.int(image)]) { r in
             RunRecord(id: r.int(0), imageId: r.int(1), kind: try column(r.text(2), "kind of run \(r.int(0))"),
                       startedAt: r.text(3) ?? "",
                       endedAt: r.text(4), result: try column(r.text(5), "result of run \(r.int(0))"), bytesRead: UInt64(r.int(6)),
                       bytesWritten: UInt64(r.int(7)), bytesSent: UInt64(r.int(8)), readMode: r.text(9), detail: r.text(10),
-                      error: r.text(11))
+                      error: r.text(11), pid: r.optionalInt(12).map { Int32(truncatingIfNeeded: $0) })
         }
     }
 
@@ -355,6 +359,18 @@ public final class Ledger {
             WHERE id = ? AND result = 'running'
             """).run([.text(Self.now()), .text(result.rawValue), .text(error), .int(Int64(bytesRead)),
                       .int(Int64(bytesWritten)), .int(Int64(bytesSent)), .int(run)])
+    }
+
+    /// Runs `body` for an open run: an error ends the run as failed (interrupted, for a signal)
+    /// with that error, so no run stays "running" after its process reported a failure.
+    public func recording<T>(_ run: Int64, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            let interrupted = (error as? FerryError)?.code == .interrupted
+            try? failRun(run, interrupted ? .interrupted : .failed, error: "\(error)")
+            throw error
+        }
     }
 
     /// Marks the runs of an image that never recorded an end as abandoned: a new run on it means

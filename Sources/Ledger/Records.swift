@@ -110,6 +110,8 @@ public struct RunRecord: Codable, Sendable {
     public var detail: String?
     /// Why a failed or interrupted run ended.
     public var error: String?
+    /// The process that ran it (on this ledger's host).
+    public var pid: Int32?
 }
 
 /// A problem a verify found: a range of chunks (and bytes) that did not match, or a size change.

@@ -61,7 +61,13 @@ final class SQLiteConnection {
 
     /// Runs `body` in one IMMEDIATE transaction: all of it lands, or none of it. Transactions from
     /// several threads (a sender's acknowledgement reader and its sink) take turns.
-    func transaction<T>(_ body: () throws -> T) throws -> T {
+    func transaction<T>(_ body: () throws -> T) throws -> T { try transaction("BEGIN IMMEDIATE", body) }
+
+    /// Runs `body` in one read transaction: one snapshot, and no write lock, so a reader never
+    /// waits for a writer (a copy stopped in the middle of a batch, say).
+    func readTransaction<T>(_ body: () throws -> T) throws -> T { try transaction("BEGIN DEFERRED", body) }
+
+    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
         let me = UInt(pthread_self())
         precondition(txOwner.load(ordering: .relaxed) != me, "nested ledger transaction")
         var outcome: Result<T, any Error>!
@@ -69,7 +75,7 @@ final class SQLiteConnection {
             txOwner.store(me, ordering: .relaxed)
             defer { txOwner.store(0, ordering: .relaxed) }
             outcome = Result {
-                try execute("BEGIN IMMEDIATE")
+                try execute(begin)
                 do {
                     let r = try body()
                     try execute("COMMIT")

@@ -61,119 +61,121 @@ public final class RepairTarget {
     /// result to it and returns it.
     public func drive(_ connection: Connection, log: (String) -> Void, progress: ProgressCounter) throws -> ResendResult {
         let run = try ledger.startRun(image: image.id, kind: .resend)
-        let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false)
-        try writer.open(expectedSize: image.size, source: nil)
-        let reader = try ImageFile.openForReading(path, direct: true)
-        let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
-        let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)
-        let blockBuf = AlignedBuffer(capacity: plan.subBlockSize)
-        var outcomes: [ResendResult.ChunkOutcome] = []
-        var reread: UInt64 = 0
+        return try ledger.recording(run) {
+            let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false, ledger: ledger)
+            try writer.open(expectedSize: image.size, source: nil)
+            let reader = try ImageFile.openForReading(path, direct: true)
+            let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
+            let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)
+            let blockBuf = AlignedBuffer(capacity: plan.subBlockSize)
+            var outcomes: [ResendResult.ChunkOutcome] = []
+            var reread: UInt64 = 0
 
-        /// Reads chunk `index` from the medium (not the cache), one sub-block at a time so that a
-        /// bad sector costs only its sub-block: the hash of each sub-block, `.zero` (which never
-        /// equals a real hash) for one the medium did not return in full.
-        func subBlockDigests(_ index: Int) -> [Digest] {
-            reader.dropCache()
-            let length = geometry.length(of: index)
-            var digests: [Digest] = []
-            var start = 0
-            while start < length {
-                let len = min(plan.subBlockSize, length - start)
-                let n = (try? reader.read(into: chunkBuf.pointer + start, count: len, at: geometry.offset(of: index) + UInt64(start))) ?? -1
-                reread += UInt64(max(n, 0))
-                digests.append(n == len ? Digest.sha256(chunkBuf.pointer + start, len) : .zero)
-                start += len
+            /// Reads chunk `index` from the medium (not the cache), one sub-block at a time so that a
+            /// bad sector costs only its sub-block: the hash of each sub-block, `.zero` (which never
+            /// equals a real hash) for one the medium did not return in full.
+            func subBlockDigests(_ index: Int) -> [Digest] {
+                reader.dropCache()
+                let length = geometry.length(of: index)
+                var digests: [Digest] = []
+                var start = 0
+                while start < length {
+                    let len = min(plan.subBlockSize, length - start)
+                    let n = (try? reader.read(into: chunkBuf.pointer + start, count: len, at: geometry.offset(of: index) + UInt64(start))) ?? -1
+                    reread += UInt64(max(n, 0))
+                    digests.append(n == len ? Digest.sha256(chunkBuf.pointer + start, len) : .zero)
+                    start += len
+                }
+                return digests
             }
-            return digests
-        }
 
-        /// The whole chunk as the medium returns it now, or nil when it cannot be read in full.
-        func readBack(_ index: Int) -> Digest? {
-            reader.dropCache()
-            let length = geometry.length(of: index)
-            guard let n = try? reader.read(into: chunkBuf.pointer, count: length, at: geometry.offset(of: index)) else { return nil }
-            reread += UInt64(n)
-            return n == length ? Digest.sha256(chunkBuf.pointer, n) : nil
-        }
-
-        for planned in plan.chunks {
-            try Interrupts.check()
-            let index = planned.index
-            let length = geometry.length(of: index)
-            var want = try planned.digest()
-            var attempts = 0
-            var blocks = 0
-            var written: UInt64 = 0
-            var status: ResendResult.ChunkOutcome.Status = .failed
-            var reason: String?
-            while attempts < Self.maxAttempts {
-                attempts += 1
-                // What the destination holds now, sub-block by sub-block.
-                let digests = subBlockDigests(index)
-                try connection.send(.subBlocks, SubBlockDigests(chunk: UInt64(index), blockSize: UInt32(plan.subBlockSize),
-                                                                digests: digests).encode())
-                var writeFailure: FerryError?
-                let supplied = try receiveBlocks(connection, index: index, chunkOffset: geometry.offset(of: index),
-                                                 length: length, writer: writer, buffer: blockBuf, log: log,
-                                                 blocks: &blocks, written: &written, writeFailure: &writeFailure)
-                if supplied.status == .refused {
-                    status = .refused
-                    reason = supplied.reason
-                    break
-                }
-                let forced = supplied.sha256 != planned.sha256
-                if forced { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
-                // Durable first, then read back from the medium and compare. A medium that fails
-                // the write or the sync fails this attempt, not the whole repair.
-                do {
-                    if let writeFailure { throw writeFailure }
-                    try writer.sync()
-                } catch let e as FerryError where e.code == .io {
-                    log("chunk \(index): \(e.message)")
-                    reason = e.message
-                    continue
-                }
-                if readBack(index) == want {
-                    status = forced ? .forced : .repaired
-                    if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
-                    break
-                }
-                log("chunk \(index) still reads back wrong after attempt \(attempts)")
-                reason = "still wrong after \(attempts) attempts: the medium does not keep what is written"
+            /// The whole chunk as the medium returns it now, or nil when it cannot be read in full.
+            func readBack(_ index: Int) -> Digest? {
+                reader.dropCache()
+                let length = geometry.length(of: index)
+                guard let n = try? reader.read(into: chunkBuf.pointer, count: length, at: geometry.offset(of: index)) else { return nil }
+                reread += UInt64(n)
+                return n == length ? Digest.sha256(chunkBuf.pointer, n) : nil
             }
-            outcomes.append(ResendResult.ChunkOutcome(index: index, status: status, attempts: attempts, blocksWritten: blocks,
-                                                      bytesWritten: written, reason: status == .repaired || status == .forced ? nil : reason))
-            progress.add(length)
+
+            for planned in plan.chunks {
+                try Interrupts.check()
+                let index = planned.index
+                let length = geometry.length(of: index)
+                var want = try planned.digest()
+                var attempts = 0
+                var blocks = 0
+                var written: UInt64 = 0
+                var status: ResendResult.ChunkOutcome.Status = .failed
+                var reason: String?
+                while attempts < Self.maxAttempts {
+                    attempts += 1
+                    // What the destination holds now, sub-block by sub-block.
+                    let digests = subBlockDigests(index)
+                    try connection.send(.subBlocks, SubBlockDigests(chunk: UInt64(index), blockSize: UInt32(plan.subBlockSize),
+                                                                    digests: digests).encode())
+                    var writeFailure: FerryError?
+                    let supplied = try receiveBlocks(connection, index: index, chunkOffset: geometry.offset(of: index),
+                                                     length: length, writer: writer, buffer: blockBuf, log: log,
+                                                     blocks: &blocks, written: &written, writeFailure: &writeFailure)
+                    if supplied.status == .refused {
+                        status = .refused
+                        reason = supplied.reason
+                        break
+                    }
+                    let forced = supplied.sha256 != planned.sha256
+                    if forced { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
+                    // Durable first, then read back from the medium and compare. A medium that fails
+                    // the write or the sync fails this attempt, not the whole repair.
+                    do {
+                        if let writeFailure { throw writeFailure }
+                        try writer.sync()
+                    } catch let e as FerryError where e.code == .io {
+                        log("chunk \(index): \(e.message)")
+                        reason = e.message
+                        continue
+                    }
+                    if readBack(index) == want {
+                        status = forced ? .forced : .repaired
+                        if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
+                        break
+                    }
+                    log("chunk \(index) still reads back wrong after attempt \(attempts)")
+                    reason = "still wrong after \(attempts) attempts: the medium does not keep what is written"
+                }
+                outcomes.append(ResendResult.ChunkOutcome(index: index, status: status, attempts: attempts, blocksWritten: blocks,
+                                                          bytesWritten: written, reason: status == .repaired || status == .forced ? nil : reason))
+                progress.add(length)
+            }
+            if sizeChanged, let file = writer.file, file.kind == .file {
+                try file.setLength(plan.size)
+                try writer.sync()
+            }
+            let repaired = Set(outcomes.filter { $0.status == .repaired || $0.status == .forced }.map(\.index))
+            let failed = outcomes.filter { $0.status == .failed }
+            let refused = outcomes.filter { $0.status == .refused }
+            let unrepairableFindings = BadRange.coalesce(failed.map(\.index), geometry: geometry).map {
+                Finding(kind: .corrupt, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length,
+                        detail: "unrepairable")
+            }
+            let resultWord: RunResult = !failed.isEmpty ? .unrepairable : (!refused.isEmpty ? .refused : .repaired)
+            let detail = String(decoding: JSONBody.encode(outcomes), as: UTF8.self)
+            try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
+                                                                     bytesWritten: writer.bytesWritten,
+                                                                     bytesSent: connection.bytesReceived,
+                                                                     readMode: reader.mode.rawValue, detail: detail),
+                                 findings: unrepairableFindings)
+            // A finding is repaired when every chunk in it is (a size finding: when the file was fixed).
+            let done = findings.filter { f in
+                f.kind == .size ? (sizeChanged && writer.file?.kind == .file && failed.isEmpty && refused.isEmpty)
+                                : (f.firstChunk...f.lastChunk).allSatisfy { repaired.contains($0) || $0 >= geometry.count }
+            }.compactMap(\.id)
+            try ledger.markRepaired(findings: done, by: run)
+            let result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
+                                      bytesWritten: writer.bytesWritten, bytesReread: reread)
+            try connection.sendJSON(.result, result)
+            return result
         }
-        if sizeChanged, let file = writer.file, file.kind == .file {
-            try file.setLength(plan.size)
-            try writer.sync()
-        }
-        let repaired = Set(outcomes.filter { $0.status == .repaired || $0.status == .forced }.map(\.index))
-        let failed = outcomes.filter { $0.status == .failed }
-        let refused = outcomes.filter { $0.status == .refused }
-        let unrepairableFindings = BadRange.coalesce(failed.map(\.index), geometry: geometry).map {
-            Finding(kind: .corrupt, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length,
-                    detail: "unrepairable")
-        }
-        let resultWord: RunResult = !failed.isEmpty ? .unrepairable : (!refused.isEmpty ? .refused : .repaired)
-        let detail = String(decoding: JSONBody.encode(outcomes), as: UTF8.self)
-        try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
-                                                                 bytesWritten: writer.bytesWritten,
-                                                                 bytesSent: connection.bytesReceived,
-                                                                 readMode: reader.mode.rawValue, detail: detail),
-                             findings: unrepairableFindings)
-        // A finding is repaired when every chunk in it is (a size finding: when the file was fixed).
-        let done = findings.filter { f in
-            f.kind == .size ? (sizeChanged && writer.file?.kind == .file && failed.isEmpty && refused.isEmpty)
-                            : (f.firstChunk...f.lastChunk).allSatisfy { repaired.contains($0) || $0 >= geometry.count }
-        }.compactMap(\.id)
-        try ledger.markRepaired(findings: done, by: run)
-        let result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
-                                  bytesWritten: writer.bytesWritten, bytesReread: reread)
-        try connection.sendJSON(.result, result)
-        return result
     }
 
     /// Takes the source's sub-block frames for one chunk, checks each against its hash, writes

@@ -23,96 +23,98 @@ public enum Verifier {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
         let run = try ledger.startRun(image: record.id, kind: .verify)
-        // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
-        // O_DIRECT and still serve from the cache), so every byte compared comes from the medium.
-        file.dropCache()
-        let actualSize = file.size ?? 0
-        var sizeChanged = false
-        if actualSize < expectedSize || (file.kind == .file && actualSize != expectedSize) { sizeChanged = true }
-        let readable = min(actualSize, expectedSize)
-        let readableChunks = ChunkGeometry(size: readable, chunkSize: record.chunkSize).count
-
-        var mismatched: [Int] = []
-        var unreadable = Set<Int>()
-        var bytesRead: UInt64 = 0
-        let pump = ChunkPump(chunkSize: record.chunkSize)
-        // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
-        _ = try pump.run(indices: Array(0..<readableChunks), fill: { slot in
-            let want = geometry.length(of: slot.index)
-            let avail = Int(min(UInt64(want), readable - slot.offset))
-            do {
-                let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
-                bytesRead += UInt64(n)
-                if n < avail {
-                    unreadable.insert(slot.index)
-                    memset(slot.buffer.pointer + n, 0, avail - n)
-                }
-            } catch let e as FerryError where e.code == .io {
-                unreadable.insert(slot.index)
-                memset(slot.buffer.pointer, 0, want)
-            }
-            if avail < want { memset(slot.buffer.pointer + avail, 0, want - avail) }
-            return max(avail, 1)
-        }, consume: { slot in
-            if rows[slot.index].digest != slot.digest || slot.length != geometry.length(of: slot.index) {
-                mismatched.append(slot.index)
-            }
-            progress.add(slot.length)
-        })
-
-        // A mismatch is read once more before it is called corruption.
-        var corrupt: [Int] = []
-        var transient: [Int] = []
-        let buffer = AlignedBuffer(capacity: record.chunkSize)
-        for i in mismatched {
-            let want = geometry.length(of: i)
-            if unreadable.contains(i) || geometry.offset(of: i) + UInt64(want) > readable {
-                corrupt.append(i)
-                continue
-            }
+        return try ledger.recording(run) {
+            // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
+            // O_DIRECT and still serve from the cache), so every byte compared comes from the medium.
             file.dropCache()
-            do {
-                let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
-                bytesRead += UInt64(n)
-                if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest {
-                    transient.append(i)
-                } else {
+            let actualSize = file.size ?? 0
+            var sizeChanged = false
+            if actualSize < expectedSize || (file.kind == .file && actualSize != expectedSize) { sizeChanged = true }
+            let readable = min(actualSize, expectedSize)
+            let readableChunks = ChunkGeometry(size: readable, chunkSize: record.chunkSize).count
+
+            var mismatched: [Int] = []
+            var unreadable = Set<Int>()
+            var bytesRead: UInt64 = 0
+            let pump = ChunkPump(chunkSize: record.chunkSize)
+            // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
+            _ = try pump.run(indices: Array(0..<readableChunks), fill: { slot in
+                let want = geometry.length(of: slot.index)
+                let avail = Int(min(UInt64(want), readable - slot.offset))
+                do {
+                    let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
+                    bytesRead += UInt64(n)
+                    if n < avail {
+                        unreadable.insert(slot.index)
+                        memset(slot.buffer.pointer + n, 0, avail - n)
+                    }
+                } catch let e as FerryError where e.code == .io {
+                    unreadable.insert(slot.index)
+                    memset(slot.buffer.pointer, 0, want)
+                }
+                if avail < want { memset(slot.buffer.pointer + avail, 0, want - avail) }
+                return max(avail, 1)
+            }, consume: { slot in
+                if rows[slot.index].digest != slot.digest || slot.length != geometry.length(of: slot.index) {
+                    mismatched.append(slot.index)
+                }
+                progress.add(slot.length)
+            })
+
+            // A mismatch is read once more before it is called corruption.
+            var corrupt: [Int] = []
+            var transient: [Int] = []
+            let buffer = AlignedBuffer(capacity: record.chunkSize)
+            for i in mismatched {
+                let want = geometry.length(of: i)
+                if unreadable.contains(i) || geometry.offset(of: i) + UInt64(want) > readable {
+                    corrupt.append(i)
+                    continue
+                }
+                file.dropCache()
+                do {
+                    let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
+                    bytesRead += UInt64(n)
+                    if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest {
+                        transient.append(i)
+                    } else {
+                        corrupt.append(i)
+                    }
+                } catch let e as FerryError where e.code == .io {
+                    unreadable.insert(i)
                     corrupt.append(i)
                 }
-            } catch let e as FerryError where e.code == .io {
-                unreadable.insert(i)
-                corrupt.append(i)
             }
-        }
-        // A chunk the medium did not return is bad, even when the zeros standing in for it happen
-        // to hash like the recorded chunk (a zero chunk): it was not read, so it is not vouched for.
-        for i in unreadable where !corrupt.contains(i) { corrupt.append(i) }
-        // Chunks past the end of a shrunken image were not there to read: all bad.
-        if readableChunks < count { corrupt.append(contentsOf: readableChunks..<count) }
-        corrupt = Array(Set(corrupt)).sorted()
+            // A chunk the medium did not return is bad, even when the zeros standing in for it happen
+            // to hash like the recorded chunk (a zero chunk): it was not read, so it is not vouched for.
+            for i in unreadable where !corrupt.contains(i) { corrupt.append(i) }
+            // Chunks past the end of a shrunken image were not there to read: all bad.
+            if readableChunks < count { corrupt.append(contentsOf: readableChunks..<count) }
+            corrupt = Array(Set(corrupt)).sorted()
 
-        let ranges = BadRange.coalesce(corrupt, geometry: geometry)
-        var findings = ranges.map { r in
-            Finding(kind: r.firstChunk == r.lastChunk && unreadable.contains(r.firstChunk) ? .unreadable : .corrupt,
-                    firstChunk: r.firstChunk, lastChunk: r.lastChunk, offset: r.offset, length: r.length)
+            let ranges = BadRange.coalesce(corrupt, geometry: geometry)
+            var findings = ranges.map { r in
+                Finding(kind: r.firstChunk == r.lastChunk && unreadable.contains(r.firstChunk) ? .unreadable : .corrupt,
+                        firstChunk: r.firstChunk, lastChunk: r.lastChunk, offset: r.offset, length: r.length)
+            }
+            findings += BadRange.coalesce(transient, geometry: geometry).map {
+                Finding(kind: .transient, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length)
+            }
+            if sizeChanged {
+                findings.append(Finding(kind: .size, firstChunk: readableChunks, lastChunk: max(readableChunks, count - 1),
+                                        offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
+                                        detail: "expected \(expectedSize) bytes, found \(actualSize)"))
+            }
+            let status: VerifyStatus = corrupt.isEmpty && !sizeChanged ? .ok : .corrupt
+            try ledger.finishRun(run, image: record.id,
+                                 Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.mode.rawValue),
+                                 findings: findings)
+            return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
+                                expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
+                                chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
+                                unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
+                                readMode: file.mode.rawValue, seconds: monotonicSeconds() - started)
         }
-        findings += BadRange.coalesce(transient, geometry: geometry).map {
-            Finding(kind: .transient, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length)
-        }
-        if sizeChanged {
-            findings.append(Finding(kind: .size, firstChunk: readableChunks, lastChunk: max(readableChunks, count - 1),
-                                    offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
-                                    detail: "expected \(expectedSize) bytes, found \(actualSize)"))
-        }
-        let status: VerifyStatus = corrupt.isEmpty && !sizeChanged ? .ok : .corrupt
-        try ledger.finishRun(run, image: record.id,
-                             Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.mode.rawValue),
-                             findings: findings)
-        return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
-                            expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
-                            chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
-                            unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
-                            readMode: file.mode.rawValue, seconds: monotonicSeconds() - started)
     }
 
     /// The image a verify of `target` checks against: `--image ID`, or the latest complete record

@@ -51,10 +51,18 @@ final class ClaimTests: FerryTestCase {
         XCTAssertTrue(remote.stderr.contains("is being written by another ferry run"), remote.summary)
         XCTAssertEqual(readAll(dst), before, "a refused writer changed the destination")
 
-        // Now the first writer gets its bytes and finishes with exactly them.
+        // Once the first writer has begun (its first chunk read, its run in the ledger), a
+        // refusal names it: which run, which process.
         let bytes = readAll(first)
-        let wrote = bytes.withUnsafeBytes { Glibc.write(feed, $0.baseAddress, $0.count) }
-        XCTAssertEqual(wrote, bytes.count)
+        let head = bytes.prefix(64 << 10).withUnsafeBytes { Glibc.write(feed, $0.baseAddress, $0.count) }
+        XCTAssertEqual(head, 64 << 10)
+        for _ in 0..<1000 where try !ledgerImages(ledger).contains(where: { $0.path == dst && !$0.complete }) { usleep(10_000) }
+        let copy3 = try ferry(["copy", second, dst, "--progress", "none", "--ledger", ledger, "--chunk-size", "64K"])
+        assertRefusal(copy3, status: 5, mentions: ["is being written by another ferry run", "held by a ferry copy (pid \(writer.pid),"])
+
+        // Now the first writer gets the rest and finishes with exactly its own bytes.
+        let wrote = bytes.dropFirst(64 << 10).withUnsafeBytes { Glibc.write(feed, $0.baseAddress, $0.count) }
+        XCTAssertEqual(wrote, bytes.count - (64 << 10))
         close(feed)
         feed = -1
         let r = writer.wait(timeout: 60)

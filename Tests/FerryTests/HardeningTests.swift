@@ -235,6 +235,34 @@ final class HardeningTests: FerryTestCase {
         XCTAssertEqual(try runs(of: dst).map(\.result), ["failed", "ok"])
     }
 
+    /// A source file written while it is copied (a VM still running on it) yields a digest of no
+    /// image that ever existed: the copy ends refused, and nothing is marked complete.
+    func testSourceWrittenDuringTheCopyIsNeverMarkedComplete() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeRandom(src, size: 64 << 20, seed: 98)
+        let tiny = scratch.file("tiny")
+        try writeRandom(tiny, size: 4096, seed: 99)
+        _ = try copy(tiny, scratch.file("tiny.copy"))   // the ledger exists before it is polled
+        let run = try start([TestPaths.ferry] + copyArgs(src, dst, ["--checkpoint", "1M"]), in: scratch)
+        kill(run.pid, SIGSTOP)
+        // Run it a few milliseconds at a time until its source record exists.
+        var begun = false
+        for _ in 0..<3000 where run.isRunning {
+            if try ledgerImages(ledger).contains(where: { $0.path == src && $0.role == "source" }) { begun = true; break }
+            kill(run.pid, SIGCONT)
+            usleep(2_000)
+            kill(run.pid, SIGSTOP)
+        }
+        XCTAssertTrue(begun, "the copy never began")
+        try flipByte(src, at: (64 << 20) - 1)
+        kill(run.pid, SIGCONT)
+        let r = run.wait(timeout: 120)
+        XCTAssertEqual(r.status, 5, r.summary)
+        XCTAssertTrue(r.stderr.contains("changed while it was being copied"), r.summary)
+        XCTAssertFalse(try ledgerImages(ledger).contains { ($0.path == src || $0.path == dst) && $0.complete },
+                       "an image of a source that changed mid-copy is marked complete")
+    }
+
     func testResumeWithAnotherChunkSizeIsRefused() throws {
         let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
         try writeRandom(src, size: 12 << 20, seed: 91)

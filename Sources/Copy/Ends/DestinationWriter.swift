@@ -26,7 +26,11 @@ public final class DestinationWriter {
         return b
     }()
 
-    public init(path: String, chunkSize: Int, writeZeros: Bool) {
+    /// The ledger to name the holder from when the destination is claimed by another run.
+    let ledger: Ledger?
+
+    public init(path: String, chunkSize: Int, writeZeros: Bool, ledger: Ledger? = nil) {
+        self.ledger = ledger
         self.path = path
         self.identity = DeviceIdentity.of(path)
         self.chunkSize = chunkSize
@@ -50,9 +54,31 @@ public final class DestinationWriter {
         }
         if let source { try Self.refuseShared(source: source.path, destination: path) }
         let f = try ImageFile.openForWriting(path, truncate: false)
-        try f.claimForWriting()
+        try claim(f)
         try checkFits(f, expectedSize)
         file = f
+    }
+
+    /// Claims the destination for this run; a refusal names the run holding it when this host's
+    /// ledger knows it (a copy or resend still running, and its process alive).
+    private func claim(_ f: ImageFile) throws {
+        do {
+            try f.claimForWriting()
+        } catch var e as FerryError where e.code == .refused {
+            if let ledger, let holder = try? Self.holder(of: identity, in: ledger) { e.message += "; it is held by \(holder)" }
+            throw e
+        }
+    }
+
+    static func holder(of identity: DeviceIdentity, in ledger: Ledger) throws -> String? {
+        for image in try ledger.images(named: identity.names) where image.role == .destination && identity.canBe(image.names) {
+            for run in try ledger.runs(image: image.id).reversed()
+            where run.result == .running && (run.kind == .copy || run.kind == .resend) {
+                guard let pid = run.pid, kill(pid, 0) == 0 || errno == EPERM else { continue }
+                return "a ferry \(run.kind.rawValue) (pid \(pid), started \(run.startedAt), run \(run.id) of image \(image.id) in \(ledger.path))"
+            }
+        }
+        return nil
     }
 
     /// Refuses a destination that shares storage with the source: the same file or device, a
@@ -111,7 +137,7 @@ public final class DestinationWriter {
     public func beginFresh(expectedSize: UInt64?) throws {
         if file == nil {
             let f = try ImageFile.openForWriting(path, truncate: false)
-            try f.claimForWriting()
+            try claim(f)
             file = f
         }
         guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }

@@ -98,7 +98,7 @@ public enum RemoteCopy {
         let prior = try Resume.unfinished(options.resume, role: .destination, path: dst, peer: peer, ledger: ledger)
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
         try ledger.checkWritable()
-        let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros)
+        let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         do {
             return try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
                             progress: progress, started: started)

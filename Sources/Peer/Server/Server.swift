@@ -65,7 +65,7 @@ public enum Server {
     /// Push: write the image at `request.path` from the client's chunk frames.
     static func receive(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ledger.checkWritable()
-        let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros)
+        let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros, ledger: ledger)
         do {
             try receive(request, into: dest, conn: conn, ledger: ledger, log: log)
         } catch {
