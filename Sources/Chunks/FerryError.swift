@@ -22,6 +22,8 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
         case errno(Int32)
         /// SQLite returned this (extended) result code.
         case sqlite(Int32)
+        /// No data moved on a session for its idle limit (`--timeout`).
+        case stalled
     }
 
     public var code: Code

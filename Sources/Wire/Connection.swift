@@ -62,7 +62,7 @@ public final class Connection {
             let idle = Self.nowMs() - lastMoved.load(ordering: .relaxed)
             if idle >= limit {
                 throw FerryError(.remote, "no data moved between here and \(peerName) for \(limit / 1000) s: the far side or the link stalled",
-                                 hint: "--timeout SECONDS waits longer, --timeout 0 forever")
+                                 hint: "--timeout SECONDS waits longer, --timeout 0 forever", cause: .stalled)
             }
         }
     }
@@ -202,6 +202,32 @@ public final class Connection {
         case .error: throw try JSONBody.decode(WireError.self, body, what: "error").ferryError
         default: throw FerryError(.wire, "\(peerName) sent an unexpected \(type) frame during \(what)")
         }
+    }
+
+    /// After `error` ended a send or a receive because the peer went away, the peer's own error
+    /// frame may still be waiting in the pipe (it sent it, then exited, and our next write met the
+    /// broken pipe first): reads on, skipping anything else, and returns that error, so the user
+    /// sees the real cause with its own status. Call only from the thread that receives.
+    public func peerError(after error: any Error) -> FerryError? {
+        guard let e = error as? FerryError, e.code == .remote, !e.fromPeer, e.cause != .stalled else { return nil }
+        let scratch = AlignedBuffer(capacity: 1 << 20)
+        for _ in 0..<4096 {
+            guard let incoming = try? receive() else { return nil }
+            switch incoming {
+            case .control(.error, let body):
+                return (try? JSONBody.decode(WireError.self, body, what: "error"))?.ferryError
+            case .control:
+                continue
+            case .chunk(_, let length):
+                var left = length
+                while left > 0 {
+                    let n = min(left, scratch.capacity)
+                    guard (try? readPayload(into: scratch.pointer, count: n)) != nil else { return nil }
+                    left -= n
+                }
+            }
+        }
+        return nil
     }
 
     /// Receives the next control frame, showing log frames and turning error frames into errors.

@@ -30,14 +30,19 @@ final class RequestTests: XCTestCase {
         }
     }
 
-    /// A protocol-1 peer decodes every field, so the frame keeps them all, with these names.
+    /// A protocol-1 peer decodes every field, so the frame keeps them all, with these names;
+    /// fields added since (`timeout`, `verifyPrefix`) are optional both ways: an older ferry
+    /// ignores them, and a frame without them still decodes here.
     func testTheFrameIsProtocolOneShaped() throws {
         let body = Request.verify(VerifyRequest(path: "/x", ledger: nil, imageId: 2)).encode()
-        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        var object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
         XCTAssertEqual(Set(object.keys), ["operation", "path", "chunkSize", "transferId", "peer", "asIs", "writeZeros",
                                           "checkpointEvery", "resume", "checkpoints", "imageId", "chunks", "subBlockSize",
-                                          "force", "verifyFirst"])
+                                          "force", "verifyFirst", "timeout"])
         XCTAssertEqual(object["operation"] as? String, "verify")
+        object.removeValue(forKey: "timeout")
+        let old = try JSONSerialization.data(withJSONObject: object)
+        XCTAssertEqual(try Request.decode(Array(old)), .verify(VerifyRequest(path: "/x", ledger: nil, imageId: 2)))
     }
 
     func testServeRefusesWhatItMustNotActOn() {

@@ -52,8 +52,13 @@ public final class WireReceiver: ChunkOrigin {
             states.put(slot.index + 1, slot.hasherAfter)
             try connection.send(.checkpoint, U64Body.encode(UInt64(slot.index + 1)))
         })
-        return try CopyPass.run(from: self, to: target, startIndex: startIndex, hasher: hasher,
-                                checkpointEvery: checkpointEvery, progress: progress)
+        do {
+            return try CopyPass.run(from: self, to: target, startIndex: startIndex, hasher: hasher,
+                                    checkpointEvery: checkpointEvery, progress: progress)
+        } catch {
+            // A checkpoint that could not be sent may mean the sender failed and said why first.
+            throw connection.peerError(after: error) ?? error
+        }
     }
 
     public var chunkSize: Int { destination.chunkSize }
