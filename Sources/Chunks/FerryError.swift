@@ -24,6 +24,8 @@ public struct FerryError: Error, CustomStringConvertible, Equatable {
         case sqlite(Int32)
         /// No data moved on a session for its idle limit (`--timeout`).
         case stalled
+        /// The other end of a session closed it (end of file, or a broken pipe).
+        case peerGone
     }
 
     public var code: Code

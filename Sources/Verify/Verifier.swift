@@ -17,6 +17,7 @@ public enum Verifier {
             throw FerryError(.ledger, "ledger \(ledger.path) holds \(rows.count) chunk rows for image \(record.id), expected \(count)",
                              hint: "the ledger is damaged; restore it from a backup")
         }
+        try LedgerCheck.check(record, rows: rows, in: ledger)
         let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
         let file = try ImageFile.openForReading(target, direct: true)
         guard file.kind != .stream else {

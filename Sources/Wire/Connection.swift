@@ -118,7 +118,9 @@ public final class Connection {
     }
 
     private func closedError() -> FerryError {
-        onClosed?() ?? FerryError(.remote, "\(peerName) closed the connection")
+        var e = onClosed?() ?? FerryError(.remote, "\(peerName) closed the connection")
+        e.cause = .peerGone
+        return e
     }
 
     // MARK: Receiving
@@ -204,12 +206,13 @@ public final class Connection {
         }
     }
 
-    /// After `error` ended a send or a receive because the peer went away, the peer's own error
+    /// After `error` ended a send or a receive because the peer went away (nothing else: a peer
+    /// still waiting for us would never send more), the peer's own error
     /// frame may still be waiting in the pipe (it sent it, then exited, and our next write met the
     /// broken pipe first): reads on, skipping anything else, and returns that error, so the user
     /// sees the real cause with its own status. Call only from the thread that receives.
     public func peerError(after error: any Error) -> FerryError? {
-        guard let e = error as? FerryError, e.code == .remote, !e.fromPeer, e.cause != .stalled else { return nil }
+        guard let e = error as? FerryError, e.cause == .peerGone, !e.fromPeer else { return nil }
         let scratch = AlignedBuffer(capacity: 1 << 20)
         for _ in 0..<4096 {
             guard let incoming = try? receive() else { return nil }

@@ -66,7 +66,7 @@ public final class WireSender: ChunkTarget {
     /// briefly, so the user sees the receiver's error with its own status, not the broken pipe.
     private func farCause(of error: any Error) -> any Error {
         if let failure { return failure }
-        guard let e = error as? FerryError, e.code == .wire || e.code == .remote, !e.fromPeer, e.cause != .stalled else { return error }
+        guard let e = error as? FerryError, e.cause == .peerGone, !e.fromPeer else { return error }
         let deadline = monotonicSeconds() + 5
         while failure == nil && monotonicSeconds() < deadline { usleep(10_000) }
         if let far = failure as? FerryError, far.fromPeer { return far }
