@@ -16,15 +16,17 @@ struct VerifyCommand: ParsableCommand {
             (where O_DIRECT is refused, the cache is dropped before and behind the read, and the \
             output says so), hashes the chunks on all cores and compares them with the ledger.
 
-            Every mismatching chunk is read a second time: a chunk that matches then is reported \
-            as transient, not as corruption. Corrupt chunks are coalesced into byte ranges; a \
-            size change is reported too. The run and its findings are recorded in the ledger, \
-            where `ferry resend` finds them.
+            Every mismatching chunk is read three more times from the medium. Wrong on every \
+            read, it is corrupt; right on some read, it is unstable: the medium returned wrong \
+            bytes at least once, which is not intact either (the verdict is UNSTABLE, exit 1). \
+            Corrupt chunks are coalesced into byte ranges; a size change is reported too. The \
+            run and its findings are recorded in the ledger, where `ferry resend` finds them and \
+            rewrites corrupt and unstable chunks alike.
 
             TARGET may be [user@]host:path: the verify then runs on the far host, against its \
             ledger and its disk, and the result is shown here.
 
-            Exit status: 0 when every chunk matched, 1 when corruption or a size change was found, \
+            Exit status: 0 when every chunk matched, 1 when corruption, an unstable chunk or a size change was found, \
             other values for errors (see ferry(1)).
 
             EXAMPLES:
@@ -80,7 +82,7 @@ struct VerifyCommand: ParsableCommand {
             lines.append("note: \(name) could not be opened with O_DIRECT; read through the page cache after dropping it (\(r.readMode))")
         }
         for t in r.transientChunks {
-            lines.append("warning: chunk \(t) mismatched on the first read and matched on the second; the path between disk and memory may be flaky")
+            lines.append("unstable: chunk \(t) read back differently on different reads; the disk or the path to it returned wrong bytes (check dmesg, smartctl, cables, memory)")
         }
         if r.sizeChanged {
             lines.append("size changed: recorded \(r.expectedSize) bytes, found \(r.actualSize ?? 0)")
@@ -92,7 +94,7 @@ struct VerifyCommand: ParsableCommand {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
         }
-        let verdict = r.status == .ok ? "OK" : "CORRUPT"
+        let verdict = r.status == .ok ? "OK" : r.status == .unstable ? "UNSTABLE" : "CORRUPT"
         lines.append("\(verdict): \(name): \(r.chunks - r.badChunks) of \(r.chunks) chunks match image \(r.imageId) "
             + "(\(Output.bytes(r.bytesRead)) read \(r.readMode) in \(String(format: "%.1f", r.seconds)) s, \(Output.rate(r.bytesRead, r.seconds)))")
         if r.status != .ok {

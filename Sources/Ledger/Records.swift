@@ -15,6 +15,8 @@ public enum RunResult: String, Codable, Sendable {
     case mismatch
     /// verify: some chunks differ from the ledger, or the size changed.
     case corrupt
+    /// verify: some chunks read back differently on different reads (none wrong every time).
+    case unstable
     /// resend: every planned chunk now matches.
     case repaired
     /// resend: the source refused some chunks (it no longer holds what was copied).
@@ -118,7 +120,7 @@ public struct RunRecord: Codable, Sendable {
 public struct Finding: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable {
         case corrupt      // mismatched twice
-        case transient    // mismatched once, matched on the re-read
+        case transient    // read back differently on different reads: unstable, not intact
         case size         // the image is shorter or longer than recorded
         case unreadable   // the medium returned an error
     }

@@ -68,7 +68,7 @@ enum Schema {
             id INTEGER PRIMARY KEY,
             run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
             image_id INTEGER NOT NULL,
-            kind TEXT NOT NULL,            -- corrupt, transient, size, unreadable
+            kind TEXT NOT NULL,            -- corrupt, transient (read differently on re-reads), size, unreadable
             first_chunk INTEGER,
             last_chunk INTEGER,
             offset INTEGER,

@@ -39,7 +39,9 @@ public final class RepairTarget {
             throw FerryError(.notFound, "image \(image.id) (\(path)) has never been verified, so there is no list of bad chunks",
                              hint: "run `ferry verify \(path)` first, or pass --verify")
         }
-        let open = all.filter { ($0.kind == .corrupt || $0.kind == .unreadable || $0.kind == .size) && $0.repairedBy == nil }
+        // Unstable chunks (`transient`) are repaired too: a rewrite is how a drive remaps a weak
+        // sector, and the read-back then checks it.
+        let open = all.filter { $0.repairedBy == nil }
         let size = image.size ?? 0
         let geometry = ChunkGeometry(size: size, chunkSize: image.chunkSize)
         var indices = Set<Int>()

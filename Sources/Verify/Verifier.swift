@@ -6,6 +6,9 @@ import Ledger
 /// mismatch as coalesced byte ranges. A checker never stops at the first problem, and never says
 /// "ok" for a byte it did not read: chunks beyond a shrunken image or that failed to read are bad.
 public enum Verifier {
+    /// How many times a chunk that mismatched is read again before the verdict.
+    static let rereads = 3
+
     public static func run(target: String, imageId: Int64?, ledger: Ledger, progress: ProgressCounter) throws -> VerifyReport {
         let started = monotonicSeconds()
         let record = try findImage(target: target, imageId: imageId, ledger: ledger)
@@ -62,7 +65,9 @@ public enum Verifier {
                 progress.add(slot.length)
             })
 
-            // A mismatch is read once more before it is called corruption.
+            // A mismatch is read again, from the medium, `rereads` times. Wrong on every read:
+            // corrupt. Right on some read: unstable (a `transient` finding), which is not intact
+            // either: the medium returned wrong bytes at least once, and may do so again.
             var corrupt: [Int] = []
             var transient: [Int] = []
             let buffer = AlignedBuffer(capacity: record.chunkSize)
@@ -72,19 +77,18 @@ public enum Verifier {
                     corrupt.append(i)
                     continue
                 }
-                file.dropCache()
-                do {
-                    let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
-                    bytesRead += UInt64(n)
-                    if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest {
-                        transient.append(i)
-                    } else {
-                        corrupt.append(i)
+                var matched = 0
+                for _ in 0..<Self.rereads {
+                    file.dropCache()
+                    do {
+                        let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
+                        bytesRead += UInt64(n)
+                        if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest { matched += 1 }
+                    } catch let e as FerryError where e.code == .io {
+                        unreadable.insert(i)
                     }
-                } catch let e as FerryError where e.code == .io {
-                    unreadable.insert(i)
-                    corrupt.append(i)
                 }
+                if matched > 0 && !unreadable.contains(i) { transient.append(i) } else { corrupt.append(i) }
             }
             // A chunk the medium did not return is bad, even when the zeros standing in for it happen
             // to hash like the recorded chunk (a zero chunk): it was not read, so it is not vouched for.
@@ -106,7 +110,7 @@ public enum Verifier {
                                         offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
                                         detail: "expected \(expectedSize) bytes, found \(actualSize)"))
             }
-            let status: VerifyStatus = corrupt.isEmpty && !sizeChanged ? .ok : .corrupt
+            let status: VerifyStatus = !corrupt.isEmpty || sizeChanged ? .corrupt : transient.isEmpty ? .ok : .unstable
             try ledger.finishRun(run, image: record.id,
                                  Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.mode.rawValue),
                                  findings: findings)

@@ -19,9 +19,18 @@ public enum VerifyStatus: String, Codable, Sendable {
     case ok
     /// Some chunks differ or could not be read, or the size changed.
     case corrupt
+    /// No chunk is wrong on every read, but some read back differently on different reads: the
+    /// medium (or the path to it) returned wrong bytes at least once, so it is not intact.
+    case unstable
 
     /// How the ledger records a verify run with this verdict.
-    public var runResult: RunResult { self == .ok ? .ok : .corrupt }
+    public var runResult: RunResult {
+        switch self {
+        case .ok: return .ok
+        case .corrupt: return .corrupt
+        case .unstable: return .unstable
+        }
+    }
 }
 
 /// What `ferry verify` found (and prints with --json).

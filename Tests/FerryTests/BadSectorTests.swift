@@ -15,7 +15,7 @@ final class BadSectorTests: FerryTestCase {
         try super.tearDownWithError()
     }
 
-    private func mountBadSectors(image: String, bad: [Range<Int>]) throws -> String {
+    private func mountBadSectors(image: String, bad: [Range<Int>], flips: [Int] = []) throws -> String {
         let probe = try runProcess(["/usr/bin/python3", "-c", "import fusepy"], in: scratch)
         guard probe.status == 0, exists("/dev/fuse") else {
             try skipUnlessRequired("FUSE is not available (Debian's python3-fusepy for /usr/bin/python3, libfuse2, /dev/fuse; `make test-deps`): \(probe.summary)")
@@ -23,7 +23,7 @@ final class BadSectorTests: FerryTestCase {
         let mnt = scratch.file("mnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         fuse = try start(["/usr/bin/python3", TestPaths.fixture("badsectors.py"), image, mnt]
-                         + bad.map { "\($0.lowerBound):\($0.upperBound)" }, in: scratch)
+                         + bad.map { "\($0.lowerBound):\($0.upperBound)" } + flips.map { "flip:\($0)" }, in: scratch)
         for _ in 0..<200 where !exists(mnt + "/disk.raw") { usleep(25_000) }
         guard exists(mnt + "/disk.raw") else {
             try skipUnlessRequired("the FUSE file system did not come up: \(fuse!.wait(timeout: 5).summary)")
@@ -54,5 +54,35 @@ final class BadSectorTests: FerryTestCase {
         let (after, _) = try verify(disk)
         XCTAssertEqual(after.status, 0, after.summary)
         XCTAssertTrue(try sameBytes(src, disk, in: scratch))
+    }
+
+    /// A byte that reads back inverted every other time once verified "OK, 33 of 33 match" with
+    /// the chunk only listed as transient, and resend found nothing to repair. A medium that
+    /// returned wrong bytes even once is not intact: UNSTABLE, exit 1, on every run, and resend
+    /// rewrites the chunk.
+    func testAChunkThatFlapsIsNeverOKAndResendRewritesIt() throws {
+        let M = 1 << 20
+        let src = scratch.file("src.raw")
+        try writeRandom(src, size: 4 * M, seed: 62)
+        let image = scratch.file("image.raw")
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        // Copied before the mount (a write over the byte would steady it); verified through it.
+        let id = String(try XCTUnwrap(try copy(src, image).destination.imageId))
+        let disk = try mountBadSectors(image: image, bad: [], flips: [M + 12345])
+
+        for attempt in 1...2 {
+            let (v, report) = try verify(disk, ["--image", id])
+            XCTAssertEqual(v.status, 1, "verify \(attempt) vouched for a chunk that read back wrong: " + v.summary)
+            XCTAssertEqual(report?.status, "unstable", v.summary)
+            XCTAssertEqual(report?.transientChunks, [1])
+            let text = try ferry(["verify", disk, "--progress", "none", "--image", id, "--ledger", ledger])
+            XCTAssertEqual(text.status, 1, text.summary)
+            XCTAssertTrue(text.out.contains("UNSTABLE:") && text.out.contains("unstable: chunk 1 read back differently"), text.out)
+        }
+        let r = try ferry(["resend", src, disk, "--image", id, "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(r.status, 0, r.summary)
+        XCTAssertTrue(r.out.contains("\"repairedChunks\":1"), "resend rewrote the unstable chunk: " + r.summary)
+        let (after, _) = try verify(disk, ["--image", id])
+        XCTAssertEqual(after.status, 0, after.summary)
     }
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """A FUSE file system for ferry's tests that stands in for a disk with unreadable sectors.
 
-    python3 badsectors.py IMAGE MOUNTPOINT START:END [START:END ...]
+    python3 badsectors.py IMAGE MOUNTPOINT [START:END ...] [flip:OFFSET ...]
 
 exposes IMAGE as MOUNTPOINT/disk.raw (read and write, same size); reading any byte in
 [START, END) fails with EIO until that range is written again, as a remapped sector would be.
+The byte at each flip OFFSET comes back inverted on the 1st, 3rd, 5th... read that covers it and
+right on the others (a weak sector, a flaky cable), until a write covers it.
 Runs in the foreground until unmounted.
 """
 import errno
@@ -19,9 +21,10 @@ except ImportError:
 
 
 class BadSectors(Operations):
-    def __init__(self, image, bad):
+    def __init__(self, image, bad, flips):
         self.image = image
         self.bad = bad          # list of [start, end) ranges that fail reads
+        self.flips = flips      # offset -> reads of it so far
         self.mutex = threading.Lock()
 
     def getattr(self, path, fh=None):
@@ -46,12 +49,19 @@ class BadSectors(Operations):
             for start, end in self.bad:
                 if offset < end and offset + size > start:
                     raise FuseOSError(errno.EIO)
-        return os.pread(fh, size, offset)
+            data = bytearray(os.pread(fh, size, offset))
+            for at in self.flips:
+                if offset <= at < offset + len(data):
+                    self.flips[at] += 1
+                    if self.flips[at] % 2 == 1:
+                        data[at - offset] ^= 0xFF
+        return bytes(data)
 
     def write(self, path, data, offset, fh):
         with self.mutex:
             # A rewritten range reads again (the drive remapped the sector).
             self.bad = [(s, e) for s, e in self.bad if not (offset <= s and e <= offset + len(data))]
+            self.flips = {at: n for at, n in self.flips.items() if not (offset <= at < offset + len(data))}
         return os.pwrite(fh, data, offset)
 
     def truncate(self, path, length, fh=None):
@@ -71,5 +81,6 @@ class BadSectors(Operations):
 
 if __name__ == "__main__":
     image, mountpoint = sys.argv[1], sys.argv[2]
-    bad = [tuple(int(x) for x in r.split(":")) for r in sys.argv[3:]]
-    FUSE(BadSectors(image, bad), mountpoint, foreground=True, nothreads=True, direct_io=True)
+    bad = [tuple(int(x) for x in r.split(":")) for r in sys.argv[3:] if not r.startswith("flip:")]
+    flips = {int(r[5:]): 0 for r in sys.argv[3:] if r.startswith("flip:")}
+    FUSE(BadSectors(image, bad, flips), mountpoint, foreground=True, nothreads=True, direct_io=True)
