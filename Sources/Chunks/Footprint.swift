@@ -50,6 +50,19 @@ public struct Footprint: Sendable {
         return names[unit] ?? other.names[unit] ?? unit
     }
 
+    /// The file behind a loop device that reads it through that file's page cache (direct I/O
+    /// off, `losetup`'s default): O_DIRECT on such a device stops at the file's cache. nil for
+    /// anything else.
+    public static func cachedLoopBacking(major: UInt32, minor: UInt32) -> String? {
+        guard let sys = realPath("/sys/dev/block/\(major):\(minor)"),
+              let backing = readLine(sys + "/loop/backing_file"), !backing.hasSuffix(" (deleted)") else { return nil }
+        return readLine(sys + "/loop/dio") == "1" ? nil : backing
+    }
+
+    public static func cachedLoopBacking(rdev: UInt64) -> String? {
+        cachedLoopBacking(major: major(rdev), minor: minor(rdev))
+    }
+
     // MARK: Block devices, from /sys/dev/block
 
     private func device(major: UInt32, minor: UInt32, depth: Int, name: String? = nil) -> Footprint {

@@ -271,11 +271,31 @@ public final class ImageFile {
 
     /// Drops whatever the page cache holds for this image, so the next reads come from the medium.
     /// Dirty pages are written first (fdatasync), since DONTNEED leaves dirty pages in place.
+    /// A loop device without direct I/O serves even O_DIRECT reads from its backing file's page
+    /// cache: that file's cache is dropped too.
     public func dropCache() {
         guard kind != .stream else { return }
         _ = Sys.fdatasync(fd)
         _ = csys_fadvise(fd, 0, 0, 2)
         if bufferedFD >= 0 { _ = csys_fadvise(bufferedFD, 0, 0, 2) }
+        if let backing = loopBacking {
+            let b = Sys.open(backing, O_RDONLY | csys_o_cloexec(), 0)
+            if b >= 0 {
+                _ = Sys.fdatasync(b)
+                _ = csys_fadvise(b, 0, 0, 2)
+                Glibc.close(b)
+            }
+        }
+    }
+
+    /// The backing file of a loop device that reads through its page cache (nil otherwise).
+    public private(set) lazy var loopBacking: String? = kind == .blockDevice ? Footprint.cachedLoopBacking(rdev: device) : nil
+
+    /// How reads reach the medium, as a report says it: the I/O mode, and for a loop device over a
+    /// cached file, that its cache is dropped before every read that vouches for bytes.
+    public var readMode: String {
+        guard let backing = loopBacking else { return mode.rawValue }
+        return mode.rawValue + ", through loop file " + backing + " (its page cache dropped)"
     }
 
     // MARK: Writing

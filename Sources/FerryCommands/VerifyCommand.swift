@@ -78,7 +78,9 @@ struct VerifyCommand: ParsableCommand {
     static func summary(_ r: VerifyReport) -> String {
         let name = r.host.map { "\($0):\(r.target)" } ?? r.target
         var lines: [String] = []
-        if r.readMode != "direct" {
+        if r.readMode.hasPrefix("direct,") {
+            lines.append("note: \(name) is a loop device that reads its file through the page cache; that cache was dropped before every read (\(r.readMode))")
+        } else if r.readMode != "direct" {
             lines.append("note: \(name) could not be opened with O_DIRECT; read through the page cache after dropping it (\(r.readMode))")
         }
         for t in r.transientChunks {

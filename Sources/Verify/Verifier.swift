@@ -112,13 +112,13 @@ public enum Verifier {
             }
             let status: VerifyStatus = !corrupt.isEmpty || sizeChanged ? .corrupt : transient.isEmpty ? .ok : .unstable
             try ledger.finishRun(run, image: record.id,
-                                 Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.mode.rawValue),
+                                 Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode),
                                  findings: findings)
             return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                                 expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
                                 chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
-                                readMode: file.mode.rawValue, seconds: monotonicSeconds() - started)
+                                readMode: file.readMode, seconds: monotonicSeconds() - started)
         }
     }
 

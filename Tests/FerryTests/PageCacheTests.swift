@@ -93,4 +93,32 @@ final class PageCacheTests: FerryTestCase {
     func testVerifyReadsTheMediumOnAFileSystemThatBuffersODirect() throws {
         try rotUnderTheCache(options: "data=journal")
     }
+
+    /// A loop device with direct I/O off (losetup's default) serves even O_DIRECT reads from its
+    /// backing file's page cache: a verify of the device once said "OK ... read direct" while the
+    /// medium beneath the file was damaged. Now it drops that file's cache and says so.
+    func testVerifyOfALoopDeviceReadsBeneathItsBackingFilesCache() throws {
+        let (backing, mnt) = try mountExt4("data=ordered")
+        let file = mnt + "/disk.raw"
+        XCTAssertEqual(try sh("truncate -s 4M \(shq(file))", in: scratch).status, 0)
+        let dev = try runProcess(["/usr/bin/env", "losetup", "--direct-io=off", "-f", "--show", file], in: scratch)
+        let loop = dev.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard dev.status == 0, loop.hasPrefix("/dev/") else { try skipUnlessRequired("cannot attach a loop device: \(dev.summary)") }
+        // Detached before tearDown unmounts the file system the loop device stands on.
+        defer { _ = try? runProcess(["/usr/bin/env", "losetup", "-d", loop], in: scratch) }
+        let src = scratch.file("src.raw")
+        try writeRandom(src, size: 4 << 20, seed: 43)
+        _ = try copy(src, loop)
+        let (ok, okReport) = try verify(loop)
+        XCTAssertEqual(ok.status, 0, ok.summary)
+        XCTAssertTrue(okReport?.readMode.contains("through loop file \(file)") ?? false, "the read mode says how the medium was reached: \(ok.summary)")
+        // Cache the file's good bytes, then damage the medium beneath its file system.
+        XCTAssertEqual(try sh("sync && cat \(shq(file)) > /dev/null", in: scratch).status, 0)
+        try flipByte(backing, at: try physicalOffset(file) + 100)
+        XCTAssertTrue(try sameBytes(src, file, in: scratch), "the test expected the stale good pages to be cached")
+
+        let (v, report) = try verify(loop)
+        XCTAssertEqual(v.status, 1, "verify of the loop device said OK for bytes that are bad on the medium: " + v.summary)
+        XCTAssertEqual(report?.badRanges, [BadRangeJSON(offset: 0, length: 1 << 20, firstChunk: 0, lastChunk: 0)])
+    }
 }
