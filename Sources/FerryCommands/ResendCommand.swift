@@ -117,8 +117,10 @@ struct ResendCommand: ParsableCommand {
             }
         }
         lines.append("repaired \(r.repairedChunks + r.forcedChunks) of \(r.chunks.count) chunks in \(String(format: "%.1f", r.seconds)) s: "
-            + "read \(Output.bytes(r.bytesRead)) at the source, sent \(Output.bytes(r.bytesSent)), wrote \(Output.bytes(r.bytesWritten))")
-        if r.failedChunks == 0 && r.refusedChunks == 0 { lines.append("every repaired chunk was read back from the medium and matches the ledger") }
+            + (r.bytesRead.map { "read \(Output.bytes($0)) at the source, " } ?? "") + "sent \(Output.bytes(r.bytesSent)), wrote \(Output.bytes(r.bytesWritten))")
+        if r.failedChunks == 0 && r.refusedChunks == 0 {
+            lines.append("every repaired chunk was read back from the medium and matches the ledger" + (r.readMode.map { " (read \($0))" } ?? ""))
+        }
         return lines.joined(separator: "\n")
     }
 }

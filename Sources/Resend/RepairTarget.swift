@@ -132,6 +132,9 @@ public final class RepairTarget {
                     do {
                         if let writeFailure { throw writeFailure }
                         try writer.sync()
+                    } catch let e as FerryError where e.code == .io && [.errno(EROFS), .errno(EPERM), .errno(EACCES)].contains(e.cause) {
+                        throw FerryError(.refused, "\(path) cannot be written (\(e.message)): it is read-only, not failing",
+                                         hint: "make it writable (a read-write mount or loop device, chattr -i) and run the resend again; nothing was marked repaired", cause: e.cause)
                     } catch let e as FerryError where e.code == .io {
                         log("chunk \(index): \(e.message)")
                         reason = e.message
@@ -165,7 +168,7 @@ public final class RepairTarget {
             try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
                                                                      bytesWritten: writer.bytesWritten,
                                                                      bytesSent: connection.bytesReceived,
-                                                                     readMode: reader.mode.rawValue, detail: detail),
+                                                                     readMode: reader.readMode, detail: detail),
                                  findings: unrepairableFindings)
             // A finding is repaired when every chunk in it is (a size finding: when the file was fixed).
             let done = findings.filter { f in
@@ -174,7 +177,7 @@ public final class RepairTarget {
             }.compactMap(\.id)
             try ledger.markRepaired(findings: done, by: run)
             let result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
-                                      bytesWritten: writer.bytesWritten, bytesReread: reread)
+                                      bytesWritten: writer.bytesWritten, bytesReread: reread, readMode: reader.readMode)
             try connection.sendJSON(.result, result)
             return result
         }

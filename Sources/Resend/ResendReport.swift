@@ -17,8 +17,11 @@ public struct ResendReport: Codable, Sendable {
     public var forcedChunks: Int
     public var failedChunks: Int
     public var refusedChunks: Int
-    /// Bytes read at the source (only the planned chunks).
-    public var bytesRead: UInt64
+    /// Bytes read at the source (only the planned chunks); nil when the source is on another host,
+    /// which counts its own reads.
+    public var bytesRead: UInt64?
+    /// How the destination read the repaired chunks back.
+    public var readMode: String?
     /// Bytes that crossed from the source side to the destination side (frames included).
     public var bytesSent: UInt64
     public var bytesWritten: UInt64
@@ -28,7 +31,7 @@ public struct ResendReport: Codable, Sendable {
     public var verify: VerifyReport?
     public var seconds: Double
 
-    public init(source: String, destination: String, plan: ResendPlan, result: ResendResult?, bytesRead: UInt64,
+    public init(source: String, destination: String, plan: ResendPlan, result: ResendResult?, bytesRead: UInt64?,
                 bytesSent: UInt64, verify: VerifyReport?, seconds: Double) {
         self.source = source
         self.destination = destination
@@ -44,6 +47,7 @@ public struct ResendReport: Codable, Sendable {
         self.bytesSent = bytesSent
         bytesWritten = result?.bytesWritten ?? 0
         bytesReread = result?.bytesReread ?? 0
+        readMode = result?.readMode
         chunks = outcomes
         self.verify = verify
         self.seconds = seconds

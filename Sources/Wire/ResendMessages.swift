@@ -97,9 +97,12 @@ public struct ResendResult: Codable, Sendable {
     public var chunks: [ChunkOutcome]
     public var bytesWritten: UInt64
     public var bytesReread: UInt64
-    public init(host: String, ledger: String, imageId: Int64, runId: Int64, chunks: [ChunkOutcome], bytesWritten: UInt64, bytesReread: UInt64) {
+    /// How the destination read its chunks back (direct, or through a dropped cache).
+    public var readMode: String?
+    public init(host: String, ledger: String, imageId: Int64, runId: Int64, chunks: [ChunkOutcome], bytesWritten: UInt64,
+                bytesReread: UInt64, readMode: String? = nil) {
         (self.host, self.ledger, self.imageId, self.runId, self.chunks) = (host, ledger, imageId, runId, chunks)
-        (self.bytesWritten, self.bytesReread) = (bytesWritten, bytesReread)
+        (self.bytesWritten, self.bytesReread, self.readMode) = (bytesWritten, bytesReread, readMode)
     }
 }
 

@@ -24,7 +24,7 @@ final class ResendTests: FerryTestCase {
         var forcedChunks: Int
         var failedChunks: Int
         var refusedChunks: Int
-        var bytesRead: UInt64
+        var bytesRead: UInt64?
         var bytesSent: UInt64
         var bytesWritten: UInt64
         var chunks: [ChunkOutcomeJSON]
@@ -115,6 +115,26 @@ final class ResendTests: FerryTestCase {
         let (again, nothing) = try resend(src, dst)
         XCTAssertEqual(again.status, 0, again.summary)
         XCTAssertEqual(nothing?.nothingToRepair, true, again.summary)
+    }
+
+    /// A destination that refuses writes (`chattr +i` here; a read-only mount or loop device
+    /// alike) once made resend call the chunks unrepairable, "the disk may be failing" (exit 8), or
+    /// a remote error (exit 7). It is a refusal that says what is wrong, and nothing is marked.
+    func testAReadOnlyDestinationIsARefusalNotAFailingDisk() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeRandom(src, size: 1 << 20, seed: 77)
+        _ = try copy(src, dst, ["--chunk-size", "64K"])
+        try flipByte(dst, at: 70_000)
+        XCTAssertEqual(try verify(dst).0.status, 1)
+        let chattr = try runProcess(["/usr/bin/env", "chattr", "+i", dst], in: scratch)
+        guard chattr.status == 0 else { try skipUnlessRequired("chattr +i is not supported here: \(chattr.summary)") }
+        defer { _ = try? runProcess(["/usr/bin/env", "chattr", "-i", dst], in: scratch) }
+        let r = try ferry(["resend", src, dst, "--progress", "none", "--ledger", ledger])
+        assertRefusal(r, status: 5, mentions: ["cannot be written", "read-only, not failing"])
+        _ = try runProcess(["/usr/bin/env", "chattr", "-i", dst], in: scratch)
+        let again = try ferry(["resend", src, dst, "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(again.status, 0, "the findings stayed open for a writable retry: " + again.summary)
+        XCTAssertTrue(again.out.contains("read back from the medium and matches the ledger (read direct)"), again.out)
     }
 
     func testResendWithVerifyFirst() throws {

@@ -53,10 +53,22 @@ public final class DestinationWriter {
             return
         }
         if let source { try Self.refuseShared(source: source.path, destination: path) }
-        let f = try ImageFile.openForWriting(path, truncate: false)
+        let f = try Self.openWritable(path)
         try claim(f)
         try checkFits(f, expectedSize)
         file = f
+    }
+
+    /// Opens the destination for writing; one that refuses writes (a read-only mount or loop
+    /// device, `chattr +i`) is a refusal that says so, not an I/O failure of the medium.
+    static func openWritable(_ path: String) throws -> ImageFile {
+        do {
+            return try ImageFile.openForWriting(path, truncate: false)
+        } catch let e as FerryError where e.code == .io && [.errno(EROFS), .errno(EPERM), .errno(EACCES)].contains(e.cause) {
+            throw FerryError(.refused, "\(path) cannot be written (\(e.message)): it is read-only, not failing",
+                             hint: "make it writable (a read-write mount or loop device, chattr -i) and run ferry again; nothing was written",
+                             cause: e.cause)
+        }
     }
 
     /// Claims the destination for this run; a refusal names the run holding it when this host's
@@ -136,7 +148,7 @@ public final class DestinationWriter {
     /// chunk passed the source's checks.
     public func beginFresh(expectedSize: UInt64?) throws {
         if file == nil {
-            let f = try ImageFile.openForWriting(path, truncate: false)
+            let f = try Self.openWritable(path)
             try claim(f)
             file = f
         }

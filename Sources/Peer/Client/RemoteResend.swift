@@ -53,7 +53,7 @@ public enum RemoteResend {
             _ = try conn.expect(.ready, log: Session.remoteLog)
             let result = try target.drive(conn, log: Session.remoteLog, progress: progress)
             return ResendReport(source: source.display, destination: dst, plan: target.plan, result: result,
-                                bytesRead: 0, bytesSent: conn.bytesReceived, verify: target.verifyReport,
+                                bytesRead: nil, bytesSent: conn.bytesReceived, verify: target.verifyReport,
                                 seconds: monotonicSeconds() - started)
         default:
             throw FerryError(.usage, "one end of a resend must be on this host")
