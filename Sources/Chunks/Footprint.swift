@@ -63,6 +63,33 @@ public struct Footprint: Sendable {
         cachedLoopBacking(major: major(rdev), minor: minor(rdev))
     }
 
+    /// What identifies the medium behind a block device, independent of its /dev name (which moves
+    /// when loop devices are re-attached or disks renumbered): a loop device by its backing file's
+    /// device, inode and offset; a disk by its serial or WWID (with the partition and its start).
+    /// nil where nothing stable is known (a zvol: its stable /dev/zvol name is the record's).
+    public static func medium(rdev: UInt64) -> Medium? {
+        guard let sys = realPath("/sys/dev/block/\(major(rdev)):\(minor(rdev))") else { return nil }
+        if let line = readLine(sys + "/loop/backing_file") {
+            let backing = line.hasSuffix(" (deleted)") ? String(line.dropLast(10)) : line
+            let offset = readLine(sys + "/loop/offset") ?? "0"
+            var st = stat()
+            guard stat(backing, &st) == 0 else { return Medium(id: "loop:missing:\(backing)", label: "a loop device over the missing file \(backing)") }
+            return Medium(id: "loop:\(st.st_dev):\(st.st_ino):\(offset)", label: "a loop device over \(backing) (inode \(st.st_ino), offset \(offset))")
+        }
+        var base = sys
+        var part = ""
+        if let number = readLine(sys + "/partition") {
+            base = parent(sys)
+            part = ", partition \(number) from sector \(readLine(sys + "/start") ?? "?")"
+        }
+        for file in ["wwid", "device/wwid", "serial", "device/serial", "dm/uuid"] {
+            if let value = readLine(base + "/" + file).map(trimmed), !value.isEmpty {
+                return Medium(id: "\(file.split(separator: "/").last!):\(value)\(part)", label: "the disk with \(file.split(separator: "/").last!) \(value)\(part)")
+            }
+        }
+        return nil
+    }
+
     // MARK: Block devices, from /sys/dev/block
 
     private func device(major: UInt32, minor: UInt32, depth: Int, name: String? = nil) -> Footprint {
@@ -152,8 +179,19 @@ public struct Footprint: Sendable {
     }
 }
 
+/// The medium behind a block device: `id` is compared, `label` is for messages.
+public struct Medium: Codable, Sendable, Equatable {
+    public var id: String
+    public var label: String
+    public init(id: String, label: String) { (self.id, self.label) = (id, label) }
+}
+
 private func major(_ dev: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) }
 private func minor(_ dev: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) }
+
+private func trimmed(_ s: String) -> String {
+    String(s.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+}
 
 private extension String {
     func trimmingSuffix(_ s: String) -> String { hasSuffix(s) ? String(dropLast(s.count)) : self }

@@ -1,4 +1,5 @@
 import Chunks
+import Foundation
 import Glibc
 
 /// The user's proof: one SQLite file per host recording images, their chunk hashes, and runs.
@@ -136,6 +137,21 @@ public final class Ledger {
         }
     }
 
+    static func json<T: Encodable>(_ value: T) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(value)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ json: String, what: String) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(json.utf8))
+        } catch {
+            throw FerryError(.ledger, "the \(what) cannot be read: \(json.prefix(80))",
+                             hint: "the ledger was damaged, edited, or written by a newer ferry")
+        }
+    }
+
     public static func now() -> String {
         var t = time(nil)
         var tm = tm()
@@ -152,13 +168,13 @@ public final class Ledger {
     public func createImage(_ new: NewImage) throws -> Int64 {
         try db.transaction {
             let id = try db.prepare("""
-                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options, stamp)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id
+                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options, stamp, medium)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id
                 """).insert([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
                           .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
                           .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
                           .text(Self.now()), new.options.map { .text($0) } ?? .null,
-                          new.stamp.map { .text($0.json) } ?? .null])
+                          new.stamp.map { .text($0.json) } ?? .null, new.medium.map { .text(Self.json($0)) } ?? .null])
             let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
             for name in Set(new.identity.names) {
                 try names.run([.text(name), .int(id)])
@@ -227,7 +243,7 @@ public final class Ledger {
 
     private static let imageColumns = """
         id, role, path, canonical, kind, host, size, chunk_size, sha256, list_root, chunk_count, zero_chunks,
-        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp
+        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp, medium
         """
 
     private func imageRows(_ whereClause: String, _ args: [Statement.Value]) throws -> [ImageRecord] {
@@ -244,7 +260,8 @@ public final class Ledger {
                 peer: r.text(15), createdAt: r.text(16) ?? "", completedAt: r.text(17),
                 checkpointChunks: Int(r.int(18)),
                 names: try names.rows([.int(id)]) { $0.text(0) ?? "" },
-                stamp: try r.text(19).map { try FileStamp(json: $0, what: "stamp of image \(id) in ledger \(path)") })
+                stamp: try r.text(19).map { try FileStamp(json: $0, what: "stamp of image \(id) in ledger \(path)") },
+                medium: try r.text(20).map { try Self.decode(Medium.self, $0, what: "medium of image \(id) in ledger \(path)") })
         }
     }
 

@@ -77,6 +77,8 @@ public struct ImageRecord: Codable, Sendable {
     public var names: [String]
     /// The image's identity and times when its record was made (files only).
     public var stamp: FileStamp?
+    /// The medium behind a block device when its record was made.
+    public var medium: Medium?
 }
 
 /// What a new image record starts with.
@@ -90,11 +92,12 @@ public struct NewImage: Sendable {
     public var peer: String?
     public var options: String?
     public var stamp: FileStamp?
+    public var medium: Medium?
 
     public init(role: ImageRole, identity: DeviceIdentity, kind: ImageKind, size: UInt64?, chunkSize: Int,
-                transferId: String, peer: String?, options: String? = nil, stamp: FileStamp? = nil) {
+                transferId: String, peer: String?, options: String? = nil, stamp: FileStamp? = nil, medium: Medium? = nil) {
         (self.role, self.identity, self.kind, self.size, self.chunkSize) = (role, identity, kind, size, chunkSize)
-        (self.transferId, self.peer, self.options, self.stamp) = (transferId, peer, options, stamp)
+        (self.transferId, self.peer, self.options, self.stamp, self.medium) = (transferId, peer, options, stamp, medium)
     }
 }
 

@@ -84,6 +84,7 @@ enum Schema {
         ALTER TABLE images ADD COLUMN stamp TEXT;  -- JSON FileStamp: device, inode, size, mtime, ctime
         ALTER TABLE runs ADD COLUMN error TEXT;    -- the error that ended a failed or interrupted run
         ALTER TABLE runs ADD COLUMN pid INTEGER;   -- the process running it, to name who holds a claim
+        ALTER TABLE images ADD COLUMN medium TEXT; -- JSON Medium: what is behind a block device (loop file, disk serial)
         """,
     ]
 }

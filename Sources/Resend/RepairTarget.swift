@@ -31,6 +31,8 @@ public final class RepairTarget {
     public static func prepare(path: String, ledger: Ledger, imageId: Int64?, verifyFirst: Bool, subBlockSize: Int,
                                progress: ProgressCounter) throws -> RepairTarget {
         let image = try Verifier.findImage(target: path, imageId: imageId, ledger: ledger)
+        // Never repair another image that now answers to the recorded name.
+        try Verifier.checkMedium(of: try ImageFile.openForReading(path, direct: false), against: image)
         var report: VerifyReport?
         if verifyFirst {
             report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress)

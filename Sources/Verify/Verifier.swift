@@ -26,6 +26,7 @@ public enum Verifier {
         guard file.kind != .stream else {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
+        try checkMedium(of: file, against: record)
         let run = try ledger.startRun(image: record.id, kind: .verify)
         return try ledger.recording(run) {
             // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
@@ -120,6 +121,16 @@ public enum Verifier {
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
                                 readMode: file.readMode, seconds: monotonicSeconds() - started)
         }
+    }
+
+    /// Refuses a block device whose medium is not the one the copy wrote: loop devices re-attached
+    /// to other files, or disks renumbered, keep their /dev names but not their contents.
+    public static func checkMedium(of file: ImageFile, against record: ImageRecord) throws {
+        guard file.kind == .blockDevice, let recorded = record.medium else { return }
+        let now = Footprint.medium(rdev: file.device)
+        guard now?.id != recorded.id else { return }
+        throw FerryError(.refused, "\(file.path) is \(now?.label ?? "a device ferry cannot identify") now, not \(recorded.label) that image \(record.id) recorded",
+                         hint: "the name points at another medium since the copy; name the device that holds the image (or --image ID of the right record); nothing was read or written")
     }
 
     /// The image a verify of `target` checks against: `--image ID`, or the latest complete record

@@ -141,4 +141,32 @@ final class BlockDeviceTests: FerryTestCase {
         XCTAssertEqual(try deviceHash(dst), before)
         XCTAssertEqual(String(decoding: readAll(mnt + "/keep.txt"), as: UTF8.self), "ferry test: this filesystem must survive\n")
     }
+
+    /// After loop devices were re-attached to each other's files, verify compared the wrong image
+    /// (a false CORRUPT) and resend "repaired" an intact copy of a different image by overwriting
+    /// it. The record now names the medium behind the device (the loop file's inode and offset),
+    /// and both refuse (exit 5) when another medium answers to the name.
+    func testALoopDeviceReattachedToAnotherFileIsRefused() throws {
+        let src = scratch.file("src.raw"), a = scratch.file("a.img"), b = scratch.file("b.img")
+        try writeRandom(src, size: 4 << 20, seed: 63)
+        try writeImage(a, [.zeros(4 << 20)])
+        try writeRandom(b, size: 4 << 20, seed: 64)
+        let bBefore = readAll(b)
+        let dev = try attach(a)
+        _ = try copy(src, dev)
+        XCTAssertEqual(try runProcess(["/usr/bin/env", "losetup", "-d", dev], in: scratch).status, 0)
+        let r = try runProcess(["/usr/bin/env", "losetup", dev, b], in: scratch)
+        XCTAssertEqual(r.status, 0, "re-attaching \(dev) to another file: " + r.summary)
+
+        let v = try ferry(["verify", dev, "--progress", "none", "--ledger", ledger])
+        assertRefusal(v, status: 5, mentions: [dev, "a loop device over \(b)", "not a loop device over \(a)"])
+        let resend = try ferry(["resend", src, dev, "--progress", "none", "--ledger", ledger])
+        assertRefusal(resend, status: 5, mentions: ["a loop device over \(b)"])
+        XCTAssertEqual(readAll(b), bBefore, "resend wrote into a different image")
+
+        // The right medium back under the name: verified again.
+        XCTAssertEqual(try runProcess(["/usr/bin/env", "losetup", "-d", dev], in: scratch).status, 0)
+        XCTAssertEqual(try runProcess(["/usr/bin/env", "losetup", dev, a], in: scratch).status, 0)
+        XCTAssertEqual(try verify(dev).0.status, 0)
+    }
 }

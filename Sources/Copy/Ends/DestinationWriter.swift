@@ -164,7 +164,8 @@ public final class DestinationWriter {
         guard let file else { return }
         record = try EndRecord.register(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer, options: options,
-                                                 stamp: file.stamp),
+                                                 stamp: file.stamp,
+                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil),
                                         in: ledger)
     }
 

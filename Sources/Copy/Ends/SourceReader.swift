@@ -44,7 +44,8 @@ public final class SourceReader {
     public func register(in ledger: Ledger, transferId: String, peer: String?) throws {
         startStamp = file.stamp
         record = try EndRecord.register(NewImage(role: .source, identity: identity, kind: file.kind, size: file.size,
-                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, stamp: startStamp),
+                                                 chunkSize: chunkSize, transferId: transferId, peer: peer, stamp: startStamp,
+                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil),
                                         in: ledger)
     }
 
