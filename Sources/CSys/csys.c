@@ -7,6 +7,9 @@
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include <sys/vfs.h>
+#include <sys/mman.h>
 
 int csys_open(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
 int csys_o_direct(void) { return O_DIRECT; }
@@ -32,6 +35,36 @@ int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int fl
 int csys_fadvise(int fd, int64_t offset, int64_t length, int advice) {
     int a = advice == 1 ? POSIX_FADV_SEQUENTIAL : advice == 2 ? POSIX_FADV_DONTNEED : POSIX_FADV_NORMAL;
     return posix_fadvise(fd, offset, length, a);
+}
+
+/* Drops [offset, offset+length) from the page cache, then counts the pages still resident:
+   pages another process keeps mapped (or dirty ones) survive the drop, and a buffered read of
+   them comes from memory, not from the medium. -1 when residency cannot be known. */
+long csys_resident_after_drop(int fd, int64_t offset, int64_t length) {
+    if (length <= 0) return 0;
+    posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+    long page = sysconf(_SC_PAGESIZE);
+    int64_t start = offset - offset % page;
+    size_t span = (size_t)(offset + length - start);
+    void *map = mmap(NULL, span, PROT_READ, MAP_SHARED, fd, start);
+    if (map == MAP_FAILED) return -1;
+    size_t pages = (span + page - 1) / page;
+    unsigned char *vec = malloc(pages);
+    long resident = -1;
+    if (vec && mincore(map, span, vec) == 0) {
+        resident = 0;
+        for (size_t i = 0; i < pages; i++) resident += vec[i] & 1;
+    }
+    free(vec);
+    munmap(map, span);
+    return resident;
+}
+
+/* True when the file lives in memory itself (tmpfs, ramfs): its page cache is its medium. */
+int csys_memory_backed(int fd) {
+    struct statfs s;
+    if (fstatfs(fd, &s) != 0) return 0;
+    return s.f_type == 0x01021994 || s.f_type == (typeof(s.f_type))0x858458f6;
 }
 
 int csys_is_zero(const void *p, size_t n) {

@@ -195,6 +195,19 @@ public final class ImageFile {
         _ = csys_fadvise(b, 0, 0, 1)
     }
 
+    /// Whether the bytes at [offset, offset+count) can only come from memory: read through the
+    /// page cache (O_DIRECT refused) and still resident after being dropped, because another
+    /// process keeps them mapped. Always false for O_DIRECT reads, and for tmpfs and ramfs, where
+    /// memory is the medium; false too where residency cannot be told (then the drop is all).
+    public func onlyInMemory(at offset: UInt64, count: Int) -> Bool {
+        guard mode == .buffered, kind == .file else { return false }
+        if memoryBacked == nil { memoryBacked = csys_memory_backed(fd) != 0 }
+        guard memoryBacked == false else { return false }
+        return csys_resident_after_drop(bufferedFD >= 0 ? bufferedFD : fd, Int64(offset), Int64(count)) > 0
+    }
+
+    private var memoryBacked: Bool?
+
     /// The file's identity and times now (nil for block devices and streams).
     public var stamp: FileStamp? { kind == .file ? FileStamp.of(fd: fd) : nil }
 

@@ -43,7 +43,8 @@ public enum ExitStatus: Int32, CaseIterable {
         4    I/O error reading or writing an image.
         5    refused: ferry declined to do something unsafe (destination mounted or too small, \
         source is a disk-image container, source changed since the copy, destination being written \
-        by another ferry run).
+        by another ferry run, a medium other than the one recorded, chunks verify could only read \
+        from memory).
         6    ledger error: the ledger cannot be opened, is not a ferry ledger, or is newer than this ferry.
         7    remote error: ssh or the far ferry failed, or the peer speaks an incompatible protocol.
         8    unrepairable: chunks still read back wrong after repeated repair attempts (a failing disk).

@@ -26,7 +26,13 @@ struct VerifyCommand: ParsableCommand {
             TARGET may be [user@]host:path: the verify then runs on the far host, against its \
             ledger and its disk, and the result is shown here.
 
+            Where O_DIRECT is refused, each chunk's pages are dropped from the cache after it is \
+            read; a page that stays (another process keeps the image mapped) was read from memory, \
+            not the medium, and the verdict is UNVERIFIED (exit 5) rather than OK. On tmpfs memory \
+            is the medium.
+
             Exit status: 0 when every chunk matched, 1 when corruption, an unstable chunk or a size change was found, \
+            5 when chunks could only be read from memory, \
             other values for errors (see ferry(1)).
 
             EXAMPLES:
@@ -71,7 +77,11 @@ struct VerifyCommand: ParsableCommand {
                 report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter)
             }
             Output.stdout(json ? Output.json(report) : Self.summary(report))
-            return report.status == .ok ? .ok : .corrupt
+            switch report.status {
+            case .ok: return .ok
+            case .corrupt, .unstable: return .corrupt
+            case .unverified: return .refused
+            }
         }
     }
 
@@ -96,10 +106,21 @@ struct VerifyCommand: ParsableCommand {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
         }
-        let verdict = r.status == .ok ? "OK" : r.status == .unstable ? "UNSTABLE" : "CORRUPT"
+        if let cached = r.cachedChunks, !cached.isEmpty {
+            lines.append("from memory: chunks \(cached.map(String.init).joined(separator: ", ")) stayed in the page cache after it was dropped (another process keeps them mapped), and O_DIRECT was refused, so they were not read from the medium")
+        }
+        let verdict: String
+        switch r.status {
+        case .ok: verdict = "OK"
+        case .unstable: verdict = "UNSTABLE"
+        case .corrupt: verdict = "CORRUPT"
+        case .unverified: verdict = "UNVERIFIED"
+        }
         lines.append("\(verdict): \(name): \(r.chunks - r.badChunks) of \(r.chunks) chunks match image \(r.imageId) "
             + "(\(Output.bytes(r.bytesRead)) read \(r.readMode) in \(String(format: "%.1f", r.seconds)) s, \(Output.rate(r.bytesRead, r.seconds)))")
-        if r.status != .ok {
+        if r.status == .unverified {
+            lines.append("stop the program that maps \(name) (a running VM, say) and verify again")
+        } else if r.status != .ok {
             lines.append("repair with: ferry resend SRC \(name)")
         }
         return lines.joined(separator: "\n")

@@ -17,6 +17,8 @@ public enum RunResult: String, Codable, Sendable {
     case corrupt
     /// verify: some chunks read back differently on different reads (none wrong every time).
     case unstable
+    /// verify: every chunk matched, but some could only be read from memory, not the medium.
+    case unverified
     /// resend: every planned chunk now matches.
     case repaired
     /// resend: the source refused some chunks (it no longer holds what was copied).

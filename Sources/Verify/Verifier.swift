@@ -40,6 +40,8 @@ public enum Verifier {
 
             var mismatched: [Int] = []
             var unreadable = Set<Int>()
+            // Chunks whose bytes could only have come from memory (see `ImageFile.onlyInMemory`).
+            var cached = Set<Int>()
             var bytesRead: UInt64 = 0
             let pump = ChunkPump(chunkSize: record.chunkSize)
             // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
@@ -49,6 +51,7 @@ public enum Verifier {
                 do {
                     let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
                     bytesRead += UInt64(n)
+                    if file.onlyInMemory(at: slot.offset, count: avail) { cached.insert(slot.index) }
                     if n < avail {
                         unreadable.insert(slot.index)
                         memset(slot.buffer.pointer + n, 0, avail - n)
@@ -84,6 +87,7 @@ public enum Verifier {
                     do {
                         let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
                         bytesRead += UInt64(n)
+                        if file.onlyInMemory(at: geometry.offset(of: i), count: want) { cached.insert(i) }
                         if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest { matched += 1 }
                     } catch let e as FerryError where e.code == .io {
                         unreadable.insert(i)
@@ -111,13 +115,15 @@ public enum Verifier {
                                         offset: readable, length: expectedSize > actualSize ? expectedSize - actualSize : actualSize - expectedSize,
                                         detail: "expected \(expectedSize) bytes, found \(actualSize)"))
             }
-            let status: VerifyStatus = !corrupt.isEmpty || sizeChanged ? .corrupt : transient.isEmpty ? .ok : .unstable
+            let status: VerifyStatus = !corrupt.isEmpty || sizeChanged ? .corrupt : !transient.isEmpty ? .unstable
+                : cached.isEmpty ? .ok : .unverified
             try ledger.finishRun(run, image: record.id,
                                  Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode),
                                  findings: findings)
             return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                                 expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
                                 chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
+                                cachedChunks: cached.isEmpty ? nil : cached.sorted(),
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
                                 readMode: file.readMode, seconds: monotonicSeconds() - started)
         }

@@ -22,6 +22,9 @@ public enum VerifyStatus: String, Codable, Sendable {
     /// No chunk is wrong on every read, but some read back differently on different reads: the
     /// medium (or the path to it) returned wrong bytes at least once, so it is not intact.
     case unstable
+    /// Every chunk matched, but some could only be read from memory (pages another process keeps
+    /// mapped survived the cache drop, with O_DIRECT refused): not vouched for from the medium.
+    case unverified
 
     /// How the ledger records a verify run with this verdict.
     public var runResult: RunResult {
@@ -29,6 +32,7 @@ public enum VerifyStatus: String, Codable, Sendable {
         case .ok: return .ok
         case .corrupt: return .corrupt
         case .unstable: return .unstable
+        case .unverified: return .unverified
         }
     }
 }
@@ -50,6 +54,9 @@ public struct VerifyReport: Codable, Sendable {
     /// Chunks that mismatched on the first read and matched on the re-read (not corruption,
     /// but a sign of a flaky path between disk and memory).
     public var transientChunks: [Int]
+    /// Chunks whose bytes could only have come from memory (nil: none, or a far ferry that does
+    /// not tell).
+    public var cachedChunks: [Int]?
     /// Chunks the medium refused to return (I/O errors), also counted in badRanges.
     public var unreadableChunks: [Int]
     public var sizeChanged: Bool

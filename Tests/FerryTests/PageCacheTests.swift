@@ -121,4 +121,35 @@ final class PageCacheTests: FerryTestCase {
         XCTAssertEqual(v.status, 1, "verify of the loop device said OK for bytes that are bad on the medium: " + v.summary)
         XCTAssertEqual(report?.badRanges, [BadRangeJSON(offset: 0, length: 1 << 20, firstChunk: 0, lastChunk: 0)])
     }
+
+    /// Where O_DIRECT is refused, verify reads through the page cache after dropping it; pages
+    /// another process keeps mapped survive the drop, and a verify once said OK for bytes it only
+    /// got from memory. Now those chunks are named and the verdict is UNVERIFIED (exit 5).
+    func testPagesKeptMappedAreNotVouchedForWhenODirectIsRefused() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeRandom(src, size: 4 << 20, seed: 44)
+        _ = try copy(src, dst)
+        let refuseDirect = ["FERRY_FAULTS": "pread:EINVAL:times=1"]   // the first direct read: EINVAL, then buffered
+        let plain = try runProcess([TestPaths.ferry, "verify", dst, "--progress", "none", "--json", "--ledger", ledger],
+                                   in: scratch, env: refuseDirect)
+        XCTAssertEqual(plain.status, 0, "with nothing mapped, the dropped cache is the medium's: " + plain.summary)
+        XCTAssertTrue(plain.out.contains("\"readMode\":\"buffered-dropcache\""), plain.out)
+
+        let ready = scratch.file("mapped")
+        let holder = try start(["/usr/bin/python3", "-c", """
+            import mmap, sys, time
+            f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            s = sum(m[i] for i in range(0, len(m), 4096)); open(sys.argv[2], 'w').close(); time.sleep(120)
+            """, dst, ready], in: scratch)
+        defer { holder.signal(SIGKILL); _ = holder.wait(timeout: 10) }
+        for _ in 0..<500 where !exists(ready) { usleep(10_000) }
+        XCTAssertTrue(exists(ready), "the mapping process did not start")
+
+        let r = try runProcess([TestPaths.ferry, "verify", dst, "--progress", "none", "--json", "--ledger", ledger],
+                               in: scratch, env: refuseDirect)
+        XCTAssertEqual(r.status, 5, "verify vouched for bytes that only memory held: " + r.summary)
+        XCTAssertTrue(r.out.contains("\"status\":\"unverified\"") && r.out.contains("\"cachedChunks\":[0,1,2,3]"), r.out)
+        // With O_DIRECT the medium is read whatever is mapped.
+        XCTAssertEqual(try verify(dst).0.status, 0)
+    }
 }

@@ -25,6 +25,8 @@ int csys_punch_hole(int fd, int64_t offset, int64_t length);
 int csys_sync_file_range(int fd, int64_t offset, int64_t length, unsigned int flags);
 /// posix_fadvise: 1 = SEQUENTIAL, 2 = DONTNEED. Returns 0 or an errno value.
 int csys_fadvise(int fd, int64_t offset, int64_t length, int advice);
+long csys_resident_after_drop(int fd, int64_t offset, int64_t length);
+int csys_memory_backed(int fd);
 
 /// Takes a write lock on the whole of `fd`'s file that belongs to its open file description
 /// (F_OFD_SETLK): another process, or another open of the file, cannot take it while this
