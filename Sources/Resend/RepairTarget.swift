@@ -94,11 +94,17 @@ public final class RepairTarget {
             }
 
             /// The whole chunk as the medium returns it now, or nil when it cannot be read in full.
-            func readBack(_ index: Int) -> Digest? {
+            /// Bytes that could only come from memory (pages another process keeps mapped, with
+            /// O_DIRECT refused) prove nothing about the medium: the repair stops there.
+            func readBack(_ index: Int) throws -> Digest? {
                 reader.dropCache()
                 let length = geometry.length(of: index)
                 guard let n = try? reader.read(into: chunkBuf.pointer, count: length, at: geometry.offset(of: index)) else { return nil }
                 reread += UInt64(n)
+                if reader.onlyInMemory(at: geometry.offset(of: index), count: length) {
+                    throw FerryError(.refused, "chunk \(index) of \(path) was written and synced, but could only be read back from memory: another process keeps it mapped and O_DIRECT was refused",
+                                     hint: "stop the program that maps \(path) (a running VM, say) and run the resend again to check it")
+                }
                 return n == length ? Digest.sha256(chunkBuf.pointer, n) : nil
             }
 
@@ -142,7 +148,7 @@ public final class RepairTarget {
                         reason = e.message
                         continue
                     }
-                    if readBack(index) == want {
+                    if try readBack(index) == want {
                         status = forced ? .forced : .repaired
                         if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
                         break

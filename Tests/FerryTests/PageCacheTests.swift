@@ -151,5 +151,14 @@ final class PageCacheTests: FerryTestCase {
         XCTAssertTrue(r.out.contains("\"status\":\"unverified\"") && r.out.contains("\"cachedChunks\":[0,1,2,3]"), r.out)
         // With O_DIRECT the medium is read whatever is mapped.
         XCTAssertEqual(try verify(dst).0.status, 0)
+
+        // Resend does not claim a repair read back from the medium when only memory answered.
+        try flipByte(dst, at: 1 << 20)   // through the page cache: the mapping sees it too
+        XCTAssertEqual(try verify(dst).0.status, 1)
+        let resend = try runProcess([TestPaths.ferry, "resend", src, dst, "--progress", "none", "--ledger", ledger],
+                                    in: scratch, env: refuseDirect)
+        XCTAssertEqual(resend.status, 5, resend.summary)
+        XCTAssertTrue(resend.stderr.contains("could only be read back from memory"), resend.summary)
+        XCTAssertFalse(resend.out.contains("read back from the medium and matches"), resend.summary)
     }
 }
