@@ -66,8 +66,10 @@ struct VerifyCommand: ParsableCommand {
                 let meter = ProgressMeter(style: progress, total: nil, label: "verify")
                 meter.start()
                 defer { meter.finish() }
+                // This host's record of the same copy, when there is one, checks the far record.
+                let local = try? ledgerOptions.open(create: false)
                 report = try RemoteVerify.run(host: host, path: path, imageId: image, settings: remote.settings,
-                                              progress: meter.counter)
+                                              ledger: local, progress: meter.counter)
             } else {
                 let ledger = try ledgerOptions.open(create: false)
                 let record = try Verifier.findImage(target: target, imageId: image, ledger: ledger)
@@ -105,6 +107,9 @@ struct VerifyCommand: ParsableCommand {
         for b in r.badRanges {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
+        }
+        if let other = r.crossChecked {
+            lines.append("the far record agrees with this host's record of the same copy (\(other))")
         }
         if let cached = r.cachedChunks, !cached.isEmpty {
             lines.append("from memory: chunks \(cached.map(String.init).joined(separator: ", ")) stayed in the page cache after it was dropped (another process keeps them mapped), and O_DIRECT was refused, so they were not read from the medium")

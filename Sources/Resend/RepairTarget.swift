@@ -20,6 +20,9 @@ public final class RepairTarget {
     let findings: [Finding]
     let sizeChanged: Bool
     public static let maxAttempts = 3
+    /// A repaired chunk is read back from the medium this many times, and every read must match:
+    /// one good read from a medium that flaps proves nothing.
+    static let readBacks = 3
     public static let defaultSubBlock = 64 << 10
 
     init(path: String, ledger: Ledger, image: ImageRecord, plan: ResendPlan, verifyRun: Int64?, verifyReport: VerifyReport?,
@@ -148,7 +151,7 @@ public final class RepairTarget {
                         reason = e.message
                         continue
                     }
-                    if try readBack(index) == want {
+                    if try (0..<Self.readBacks).allSatisfy({ _ in try readBack(index) == want }) {
                         status = forced ? .forced : .repaired
                         if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
                         break

@@ -125,7 +125,7 @@ public enum Verifier {
                                 chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
                                 cachedChunks: cached.isEmpty ? nil : cached.sorted(),
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
-                                readMode: file.readMode, seconds: monotonicSeconds() - started)
+                                readMode: file.readMode, seconds: monotonicSeconds() - started, record: RecordSummary(record))
         }
     }
 

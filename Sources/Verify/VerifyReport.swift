@@ -37,6 +37,28 @@ public enum VerifyStatus: String, Codable, Sendable {
     }
 }
 
+/// The identity of a ledger record: which copy it belongs to and what it says the image is.
+public struct RecordSummary: Codable, Sendable, Equatable {
+    public var transferId: String
+    public var size: UInt64?
+    public var sha256: String?
+    public var listRoot: String?
+    public init(_ r: ImageRecord) { (transferId, size, sha256, listRoot) = (r.transferId, r.size, r.sha256, r.listRoot) }
+
+    /// Refuses a far record that disagrees with `local`, this host's record of the same copy.
+    public func check(against local: ImageRecord, far: String, ledger: String) throws {
+        guard let mine = local.sha256, let theirs = sha256 else { return }
+        var differences: [String] = []
+        if mine != theirs { differences.append("sha256 \(theirs) there, \(mine) here") }
+        if local.listRoot != listRoot { differences.append("list root \(listRoot ?? "none") there, \(local.listRoot ?? "none") here") }
+        if local.size != size { differences.append("size \(size ?? 0) there, \(local.size ?? 0) here") }
+        guard !differences.isEmpty else { return }
+        throw FerryError(.ledger, "the far ledger's record of \(far) disagrees with this host's record of the same copy (image \(local.id) in \(ledger)): "
+                         + differences.joined(separator: "; "),
+                         hint: "one of the two ledgers was damaged or edited, so the far verify cannot vouch for the image; compare them with `ferry ledger show`")
+    }
+}
+
 /// What `ferry verify` found (and prints with --json).
 public struct VerifyReport: Codable, Sendable {
     public var target: String
@@ -63,6 +85,12 @@ public struct VerifyReport: Codable, Sendable {
     public var bytesRead: UInt64
     public var readMode: String
     public var seconds: Double
+    /// What the record verified against says of itself, so a verify run on another host can be
+    /// checked against this host's record of the same copy (nil from an older ferry).
+    public var record: RecordSummary?
+    /// The other end's record this report was checked against, when one was (set by the client
+    /// of a remote verify).
+    public var crossChecked: String?
 }
 
 extension BadRange {

@@ -6,8 +6,8 @@ import XCTest
 /// other end of the copy must all agree, or verify stops with a ledger error (exit 6) naming what.
 final class LedgerTruthTests: FerryTestCase {
     /// Runs a Python snippet against the ledger with `db` (sqlite3) and `hashlib` at hand.
-    private func editLedger(_ code: String) throws {
-        let script = "import sqlite3, hashlib\ndb = sqlite3.connect(\(pyString(ledger)))\n" + code + "\ndb.commit()\n"
+    private func editLedger(_ code: String, path: String? = nil) throws {
+        let script = "import sqlite3, hashlib\ndb = sqlite3.connect(\(pyString(path ?? ledger)))\n" + code + "\ndb.commit()\n"
         let r = try runProcess(["/usr/bin/python3", "-c", script], in: scratch)
         XCTAssertEqual(r.status, 0, r.summary)
     }
@@ -54,5 +54,32 @@ final class LedgerTruthTests: FerryTestCase {
         try editLedger("db.execute('UPDATE images SET size = size + 65536 WHERE id = ?', (\(id),))")
         let r = try ferry(["verify", dst, "--progress", "none", "--ledger", ledger])
         assertRefusal(r, status: 6, mentions: ["16 chunks recorded, but 1114112 bytes in chunks of 65536 make 17"])
+    }
+
+    /// The far ledger holds only the destination's record, so it cannot catch a consistent edit
+    /// by itself; this host's record of the same copy (the source's) can, and a remote verify
+    /// checks the far record against it.
+    func testAFarLedgerEditedToMatchDamageDisagreesWithThisHostsRecord() throws {
+        let src = scratch.file("src.raw"), far = scratch.file("far.raw")
+        try writeRandom(src, size: 1 << 20, seed: 72)
+        let report = try copy(src, "localhost:" + far, ["--chunk-size", "64K"] + remoteOptions())
+        let id = try XCTUnwrap(report.destination.imageId)
+        let clean = try ferry(["verify", "localhost:" + far, "--progress", "none", "--ledger", ledger] + remoteOptions())
+        XCTAssertEqual(clean.status, 0, clean.summary)
+        XCTAssertTrue(clean.out.contains("the far record agrees with this host's record of the same copy"), clean.out)
+
+        try flipByte(far, at: 3 * 65536 + 100)
+        let data = readAll(far).subdata(in: (3 * 65536)..<(4 * 65536))
+        let tmp = scratch.file("chunk3")
+        try data.write(to: URL(fileURLWithPath: tmp))
+        let hash = try sha256sum(tmp, in: scratch)
+        try editLedger("""
+            db.execute('UPDATE chunks SET sha256 = ? WHERE image_id = ? AND idx = 3', (bytes.fromhex('\(hash)'), \(id)))
+            rows = db.execute('SELECT sha256 FROM chunks WHERE image_id = ? ORDER BY idx', (\(id),)).fetchall()
+            root = hashlib.sha256(b''.join(r[0] for r in rows)).hexdigest()
+            db.execute('UPDATE images SET list_root = ? WHERE id = ?', (root, \(id)))
+            """, path: farLedger)
+        let r = try ferry(["verify", "localhost:" + far, "--progress", "none", "--ledger", ledger] + remoteOptions())
+        assertRefusal(r, status: 6, mentions: ["disagrees with this host's record of the same copy", "list root"])
     }
 }
