@@ -69,13 +69,8 @@ public struct DeviceIdentity: Sendable, Equatable {
     }
 
     private static func walkLinks(_ dir: String, depth: Int, _ visit: (String) -> Void) {
-        guard depth < 6, let d = opendir(dir) else { return }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name == "." || name == ".." { continue }
+        guard depth < 6 else { return }
+        for name in Footprint.entries(dir) {
             let full = dir + "/" + name
             var st = stat()
             guard lstat(full, &st) == 0 else { continue }

@@ -47,19 +47,4 @@ public struct FileStamp: Codable, Sendable, Equatable {
         strftime(&buf, 32, "%Y-%m-%dT%H:%M:%S", &tm)
         return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } + String(format: ".%09lldZ", ns % 1_000_000_000)
     }
-
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
-    public init(json: String, what: String) throws {
-        do {
-            self = try JSONDecoder().decode(FileStamp.self, from: Data(json.utf8))
-        } catch {
-            throw FerryError(.ledger, "the \(what) cannot be read: \(json.prefix(80))",
-                             hint: "the ledger was damaged, edited, or written by a newer ferry")
-        }
-    }
 }

@@ -53,14 +53,10 @@ public struct Footprint: Sendable {
     /// The file behind a loop device that reads it through that file's page cache (direct I/O
     /// off, `losetup`'s default): O_DIRECT on such a device stops at the file's cache. nil for
     /// anything else.
-    public static func cachedLoopBacking(major: UInt32, minor: UInt32) -> String? {
-        guard let sys = realPath("/sys/dev/block/\(major):\(minor)"),
+    public static func cachedLoopBacking(rdev: UInt64) -> String? {
+        guard let sys = realPath("/sys/dev/block/\(major(rdev)):\(minor(rdev))"),
               let backing = readLine(sys + "/loop/backing_file"), !backing.hasSuffix(" (deleted)") else { return nil }
         return readLine(sys + "/loop/dio") == "1" ? nil : backing
-    }
-
-    public static func cachedLoopBacking(rdev: UInt64) -> String? {
-        cachedLoopBacking(major: major(rdev), minor: minor(rdev))
     }
 
     /// What identifies the medium behind a block device, independent of its /dev name (which moves
@@ -145,11 +141,7 @@ public struct Footprint: Sendable {
         return String(path[..<slash])
     }
 
-    static func realPath(_ path: String) -> String? {
-        guard let p = realpath(path, nil) else { return nil }
-        defer { free(p) }
-        return String(cString: p)
-    }
+    static func realPath(_ path: String) -> String? { DeviceIdentity.realPath(path) }
 
     static func readLine(_ path: String) -> String? {
         guard let f = fopen(path, "r") else { return nil }
@@ -160,6 +152,7 @@ public struct Footprint: Sendable {
         return line.isEmpty ? nil : line
     }
 
+    /// The names in a folder, without `.` and `..`.
     static func entries(_ dir: String) -> [String] {
         guard let d = opendir(dir) else { return [] }
         defer { closedir(d) }

@@ -7,7 +7,7 @@ public enum LocalCopy {
     public static func run(source srcPath: String, destination dstPath: String, options: CopyOptions,
                            ledger: Ledger, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
-        try DestinationWriter.refuseOverlap(ledger: ledger.path, destination: dstPath)
+        // (A ledger on the destination was refused before the ledger was opened: CopyCommand.)
         // The ledger takes a write before the destination is touched: an unwritable ledger must
         // not leave a destination already truncated.
         try ledger.checkWritable()

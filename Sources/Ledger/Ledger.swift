@@ -174,7 +174,7 @@ public final class Ledger {
                           .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
                           .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
                           .text(Self.now()), new.options.map { .text($0) } ?? .null,
-                          new.stamp.map { .text($0.json) } ?? .null, new.medium.map { .text(Self.json($0)) } ?? .null])
+                          new.stamp.map { .text(Self.json($0)) } ?? .null, new.medium.map { .text(Self.json($0)) } ?? .null])
             let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
             for name in Set(new.identity.names) {
                 try names.run([.text(name), .int(id)])
@@ -260,7 +260,7 @@ public final class Ledger {
                 peer: r.text(15), createdAt: r.text(16) ?? "", completedAt: r.text(17),
                 checkpointChunks: Int(r.int(18)),
                 names: try names.rows([.int(id)]) { $0.text(0) ?? "" },
-                stamp: try r.text(19).map { try FileStamp(json: $0, what: "stamp of image \(id) in ledger \(path)") },
+                stamp: try r.text(19).map { try Self.decode(FileStamp.self, $0, what: "stamp of image \(id) in ledger \(path)") },
                 medium: try r.text(20).map { try Self.decode(Medium.self, $0, what: "medium of image \(id) in ledger \(path)") })
         }
     }
@@ -367,14 +367,15 @@ public final class Ledger {
         }
     }
 
-    /// Ends a run that an error or a signal stopped, saying why. A run already ended keeps its
-    /// result.
-    public func failRun(_ run: Int64, _ result: RunResult, error: String, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0,
+    /// Ends a run that an error or a signal stopped, as `interrupted` (a signal) or `failed`,
+    /// saying why. A run already ended keeps its result.
+    public func failRun(_ run: Int64, error: any Error, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0,
                         bytesSent: UInt64 = 0) throws {
+        let result: RunResult = (error as? FerryError)?.code == .interrupted ? .interrupted : .failed
         try db.prepare("""
             UPDATE runs SET ended_at = ?, result = ?, error = ?, bytes_read = ?, bytes_written = ?, bytes_sent = ?
             WHERE id = ? AND result = 'running'
-            """).run([.text(Self.now()), .text(result.rawValue), .text(error), .int(Int64(bytesRead)),
+            """).run([.text(Self.now()), .text(result.rawValue), .text("\(error)"), .int(Int64(bytesRead)),
                       .int(Int64(bytesWritten)), .int(Int64(bytesSent)), .int(run)])
     }
 
@@ -384,8 +385,7 @@ public final class Ledger {
         do {
             return try body()
         } catch {
-            let interrupted = (error as? FerryError)?.code == .interrupted
-            try? failRun(run, interrupted ? .interrupted : .failed, error: "\(error)")
+            try? failRun(run, error: error)
             throw error
         }
     }

@@ -48,11 +48,7 @@ public struct CopyRunDetail: Codable, Sendable, Equatable {
     }
 
     /// The JSON text stored in the run's `detail` column.
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
-    }
+    public var json: String { Ledger.json(self) }
 }
 
 /// One end of one copy, as the ledger knows it.

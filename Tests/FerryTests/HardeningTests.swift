@@ -354,17 +354,24 @@ final class HardeningTests: FerryTestCase {
         throw XCTSkip("no far serve")
     }
 
-    /// A far serve that stops (SIGSTOP) once hung the client forever. With --timeout the client
-    /// gives up once no data moved for that long, says so, records its run as failed, and
-    /// --resume continues from what was made durable.
-    func testStalledFarServeEndsTheCopyAfterTheTimeout() throws {
+    /// A 24 MiB push with `--timeout 2` through a rate-limited relay, 1.5 s under way: the
+    /// client, the far serve's pid, the source and the far destination.
+    private func pushUnderWay(seed: UInt64) throws -> (run: Background, serve: pid_t, src: String, dst: String) {
         let src = scratch.file("src.raw"), dst = scratch.file("far.raw"), pids = scratch.file("pids")
-        try writeRandom(src, size: 24 << 20, seed: 95)
+        try writeRandom(src, size: 24 << 20, seed: seed)
         let args = copyArgs(src, "localhost:" + dst, ["--checkpoint", "1M", "--timeout", "2"])
             + remoteOptions(relayShell(["--pidfile", shq(pids), "--rate", "4000000"]))
         let run = try start([TestPaths.ferry] + args, in: scratch)
         let serve = try servePid(pids, run)
         usleep(1_500_000)
+        return (run, serve, src, dst)
+    }
+
+    /// A far serve that stops (SIGSTOP) once hung the client forever. With --timeout the client
+    /// gives up once no data moved for that long, says so, records its run as failed, and
+    /// --resume continues from what was made durable.
+    func testStalledFarServeEndsTheCopyAfterTheTimeout() throws {
+        let (run, serve, src, dst) = try pushUnderWay(seed: 95)
         kill(serve, SIGSTOP)
         let started = Date()
         let r = run.wait(timeout: 60)
@@ -385,17 +392,11 @@ final class HardeningTests: FerryTestCase {
     /// The far end has the same limit: a client that stops mid-copy leaves no serve waiting
     /// forever; the far run is recorded as failed with the reason.
     func testStalledClientEndsTheFarServeAfterTheTimeout() throws {
-        let src = scratch.file("src.raw"), dst = scratch.file("far.raw"), pids = scratch.file("pids")
-        try writeRandom(src, size: 24 << 20, seed: 96)
-        let args = copyArgs(src, "localhost:" + dst, ["--checkpoint", "1M", "--timeout", "2"])
-            + remoteOptions(relayShell(["--pidfile", shq(pids), "--rate", "4000000"]))
-        let run = try start([TestPaths.ferry] + args, in: scratch)
-        let serve = try servePid(pids, run)
-        usleep(1_500_000)
+        let (run, serve, _, dst) = try pushUnderWay(seed: 96)
         kill(run.pid, SIGSTOP)
         var ended = false
         for _ in 0..<3000 {
-            if kill(serve, 0) != 0 || isZombie(serve) { ended = true; break }
+            if !isAlive(serve) { ended = true; break }
             usleep(10_000)
         }
         kill(run.pid, SIGCONT)
@@ -418,11 +419,5 @@ final class HardeningTests: FerryTestCase {
         XCTAssertEqual(r.status, 7, r.summary)
         XCTAssertTrue(r.stderr.contains("no data moved"), r.summary)
         XCTAssertLessThan(Date().timeIntervalSince(started), 20)
-    }
-
-    private func isZombie(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
-        return stat[close...].hasPrefix(") Z") || stat[close...].hasPrefix(") X")
     }
 }

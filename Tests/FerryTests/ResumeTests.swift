@@ -47,13 +47,6 @@ final class ResumeTests: FerryTestCase {
         throw XCTSkip("not interrupted")
     }
 
-    /// True while `pid` exists and is not a zombie.
-    private func isAlive(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return !stat[close...].hasPrefix(") Z") && !stat[close...].hasPrefix(") X")
-    }
-
     private func readPids(_ path: String) throws -> (relay: pid_t, serve: pid_t) {
         let parts = String(decoding: readAll(path), as: UTF8.self).split(separator: " ")
             .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }

@@ -107,22 +107,26 @@ public final class DestinationWriter {
     /// ledger recording it, or the ledger would change the image under the copy.
     public static func refuseOverlap(ledger: String, destination: String) throws {
         guard destination != "-" else { return }
-        var where_ = Footprint.of(ledger)
-        if where_.reach.isEmpty {   // a ledger not created yet: its folder tells where it would live
-            let dir = ledger.contains("/") ? String(ledger[..<ledger.lastIndex(of: "/")!]) : "."
-            where_ = Footprint.of(dir.isEmpty ? "/" : dir)
+        var home = Footprint.of(ledger)
+        if home.reach.isEmpty {   // a ledger not created yet: its folder tells where it would live
+            home = Footprint.of(folder(of: ledger))
         }
         let sameName = DeviceIdentity.of(ledger).canonical == DeviceIdentity.of(destination).canonical
-        if sameName || where_.overlap(with: Footprint.of(destination)) != nil {
+        if sameName || home.overlap(with: Footprint.of(destination)) != nil {
             throw FerryError(.refused, "the ledger \(ledger) is \(sameName ? "the destination itself" : "on the destination \(destination)"); the copy would overwrite the record of itself",
                              hint: "keep the ledger off the image: pass --ledger (or --remote-ledger) naming a file elsewhere")
         }
     }
 
+    /// The folder a path names a file in ("." for a bare name).
+    static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
     /// The folder of a new destination file must exist and be writable.
     static func checkCreatable(_ path: String) throws {
-        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let folder = dir.isEmpty ? "/" : dir
+        let folder = folder(of: path)
         var st = stat()
         guard stat(folder, &st) == 0 else {
             throw FerryError.syscall("cannot create \(path): folder", path: folder)

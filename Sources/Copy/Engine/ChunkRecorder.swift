@@ -88,9 +88,7 @@ struct EndRecord {
     /// matters more than a ledger that cannot take this row.
     func fail(in ledger: Ledger, _ error: any Error, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0) {
         try? recorder.flush()
-        let interrupted = (error as? FerryError)?.code == .interrupted
-        try? ledger.failRun(copyRun, interrupted ? .interrupted : .failed, error: "\(error)",
-                            bytesRead: bytesRead, bytesWritten: bytesWritten)
+        try? ledger.failRun(copyRun, error: error, bytesRead: bytesRead, bytesWritten: bytesWritten)
     }
 
     /// Records the image complete with these digests, once its end is done (for a destination:

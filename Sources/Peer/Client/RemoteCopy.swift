@@ -10,7 +10,6 @@ import Wire
 public enum RemoteCopy {
     public static func run(source: Location, destination: Location, options: CopyOptions, ledger: Ledger,
                            remote: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
-        if case .local(let dst) = destination { try DestinationWriter.refuseOverlap(ledger: ledger.path, destination: dst) }
         switch (source, destination) {
         case (.local(let src), .remote(let host, let dst)):
             return try push(src: src, host: host, dst: dst, options: options, ledger: ledger, settings: remote, progress: progress)

@@ -103,6 +103,13 @@ final class Scratch {
 }
 
 /// Quotes a word for /bin/sh.
+/// True while `pid` exists and is not a zombie.
+func isAlive(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    return !stat[close...].hasPrefix(") Z") && !stat[close...].hasPrefix(") X")
+}
+
 func shq(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
 /// glibc's posix_spawn extensions (2.29+, 2.34+), which Swift's Glibc module does not import.
