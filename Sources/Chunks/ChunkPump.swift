@@ -18,6 +18,8 @@ public final class ChunkSlot: @unchecked Sendable {
     public internal(set) var digest = Digest.zero
     /// Set by a producer that already hashed the chunk (a receiver checking the sender's hash).
     public var presetDigest: Digest?
+    /// Ranges of this chunk the source could not read (a rescue copy): they hold zeros.
+    public var unreadable: [ByteRange] = []
     /// The whole-image hasher right after this chunk, kept for checkpoint chunks only.
     public internal(set) var hasherAfter: SHA256Hasher?
 
@@ -153,6 +155,7 @@ public final class ChunkPump: Sendable {
             slot.index = index
             slot.offset = UInt64(index) * UInt64(chunkSize)
             slot.presetDigest = nil
+            slot.unreadable = []
             slot.hasherAfter = nil
             let n: Int
             do {

@@ -271,6 +271,44 @@ public final class ImageFile {
         return done
     }
 
+    /// The smallest piece a read can fail in: a block device's logical sector size, a page for
+    /// a file (the kernel reads files through pages, or in file-system blocks with O_DIRECT).
+    public lazy var sectorSize: Int = {
+        if kind == .blockDevice {
+            var n: Int32 = 0
+            if csys_blk_logical_sector(fd, &n) == 0, n >= 512, n <= 65536 { return Int(n) }
+            return 512
+        }
+        return 4096
+    }()
+
+    /// One positioned read of exactly [offset, offset+count), never rounded past `count`: a
+    /// rescue read must not touch the sector after the one it asks about. Returns the bytes read
+    /// (fewer only at the end of the image), or the errno of the failure.
+    public func readExact(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Result<Int, FerryError> {
+        var done = 0
+        while done < count {
+            let pos = offset + UInt64(done)
+            var n = -1
+            if mode == .direct {
+                n = Sys.pread(fd, buffer + done, count - done, pos)
+                if n < 0 && errno == EINVAL {
+                    // Not aligned for O_DIRECT here: ask the page cache instead.
+                    guard let b = try? buffered() else { return .failure(FerryError.syscall("read", path: path, offset: pos)) }
+                    n = Sys.pread(b, buffer + done, count - done, pos)
+                }
+            } else {
+                guard let b = try? buffered() else { return .failure(FerryError.syscall("read", path: path, offset: pos)) }
+                n = Sys.pread(b, buffer + done, count - done, pos)
+            }
+            if n < 0 { return .failure(FerryError.syscall("read", path: path, offset: pos)) }
+            if n == 0 { break }
+            done += n
+        }
+        if done > 0 { _ = csys_fadvise(mode == .buffered ? bufferedFD : fd, Int64(offset), Int64(done), 2) }
+        return .success(done)
+    }
+
     private func readStream(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
         var done = 0
         while done < count {

@@ -1,7 +1,7 @@
 import Chunks
 
 /// The options a copy (local or remote) runs with.
-public struct CopyOptions: Codable, Sendable {
+public struct CopyOptions: Sendable {
     public var chunkSize = ChunkGeometry.defaultChunkSize
     public var asIs = false
     public var writeZeros = false
@@ -16,6 +16,11 @@ public struct CopyOptions: Codable, Sendable {
     public var streamSize: UInt64?
     /// True when the user named --chunk-size (a resume must then use the same).
     public var chunkSizeGiven = false
+    /// What a source read error does, and how many more times a rescue tries each bad range.
+    public var onReadError = ReadErrorPolicy.abort
+    public var retries = 0
+    /// Counts unreadable source bytes as they are found, for the progress line.
+    public var unreadableProgress = ProgressCounter()
     public init() {}
 
     public var checkpointEvery: Int { max(1, checkpointBytes / chunkSize) }
@@ -26,12 +31,16 @@ public struct CopyEndReport: Codable, Sendable {
     public var path: String
     public var host: String?
     public var size: UInt64
-    public var sha256: String
+    /// The whole-image SHA-256; null when some source bytes could not be read (no digest of the
+    /// real image was ever computed).
+    public var sha256: String?
     public var imageId: Int64?
     public var ledger: String?
     public var io: String?
+    /// The source end of a rescue copy: the byte ranges it could not read (zeros stand there).
+    public var unreadableRanges: [ByteRange]?
 
-    public init(path: String, host: String? = nil, size: UInt64, sha256: String, imageId: Int64? = nil, ledger: String? = nil, io: String? = nil) {
+    public init(path: String, host: String? = nil, size: UInt64, sha256: String?, imageId: Int64? = nil, ledger: String? = nil, io: String? = nil) {
         self.path = path
         self.host = host
         self.size = size
@@ -39,6 +48,20 @@ public struct CopyEndReport: Codable, Sendable {
         self.imageId = imageId
         self.ledger = ledger
         self.io = io
+    }
+
+    enum CodingKeys: String, CodingKey { case path, host, size, sha256, imageId, ledger, io, unreadableRanges }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(path, forKey: .path)
+        try c.encodeIfPresent(host, forKey: .host)
+        try c.encode(size, forKey: .size)
+        try c.encode(sha256, forKey: .sha256)   // null, not absent, when there is none
+        try c.encodeIfPresent(imageId, forKey: .imageId)
+        try c.encodeIfPresent(ledger, forKey: .ledger)
+        try c.encodeIfPresent(io, forKey: .io)
+        try c.encodeIfPresent(unreadableRanges, forKey: .unreadableRanges)
     }
 }
 
@@ -64,6 +87,25 @@ public struct CopyReport: Codable, Sendable {
     public var seconds: Double
     /// A resumed copy: what each end checked before it trusted the part copied before.
     public var resumeChecks: [String]?
+    /// A rescue copy (`--on-read-error=record`): bytes the source could not read, and the reads
+    /// it took to narrow them (how many failed).
+    public var unreadableBytes: UInt64?
+    public var rescueReads: Int?
+    public var failedReads: Int?
+
+    /// Every byte arrived and both ends agree: no unreadable source bytes, digests equal.
+    public var intact: Bool { digestsMatch && (unreadableBytes ?? 0) == 0 }
+
+    /// Fills in what the source could not read.
+    public mutating func noteUnreadable(_ ranges: [ByteRange], reads: (reads: Int, failed: Int)?) {
+        guard !ranges.isEmpty else { return }
+        source.unreadableRanges = ranges
+        unreadableBytes = ByteRange.total(ranges)
+        source.sha256 = nil
+        destination.sha256 = nil
+        remote?.sha256 = nil
+        if let reads, reads.reads > 0 { (rescueReads, failedReads) = (reads.reads, reads.failed) }
+    }
 
     public init(source: CopyEndReport, destination: CopyEndReport, chunkSize: Int, chunks: Int, zeroChunks: Int, listRoot: String, imageId: Int64? = nil, transferId: String, digestsMatch: Bool, resumedFromChunk: Int? = nil, bytesRead: UInt64, bytesWritten: UInt64, bytesSent: UInt64? = nil, zeroFrames: Int? = nil, retransmissions: Int? = nil, remote: RemoteEndReport? = nil, seconds: Double, resumeChecks: [String]? = nil) {
         self.source = source
@@ -91,11 +133,11 @@ public struct CopyReport: Codable, Sendable {
 public struct RemoteEndReport: Codable, Sendable {
     public var host: String
     public var path: String
-    public var sha256: String
+    public var sha256: String?
     public var imageId: Int64?
     public var ledger: String
 
-    public init(host: String, path: String, sha256: String, imageId: Int64? = nil, ledger: String) {
+    public init(host: String, path: String, sha256: String?, imageId: Int64? = nil, ledger: String) {
         self.host = host
         self.path = path
         self.sha256 = sha256

@@ -17,7 +17,9 @@ public enum LocalCopy {
             resumeFrom = try Resume.unfinishedLocal(source: srcPath, destination: dstPath, ledger: ledger)
             if let r = resumeFrom { chunkSize = try Resume.chunkSize(of: r.dst, options: options) }
         }
-        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize)
+        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize,
+                                      onReadError: options.onReadError, retries: options.retries,
+                                      unreadableBytes: options.unreadableProgress)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         do {
             return try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress,
@@ -86,14 +88,15 @@ public enum LocalCopy {
         // One copy run per end, so `ferry ledger show` of either image tells how it came to be.
         let detail = CopyRunDetail(transferId: transferId, resumedFrom: startIndex).json
         if let srcRun = source.copyRun, let dstRun = dest.copyRun, let srcID = source.imageId, let dstID = dest.imageId {
+            let whole: RunResult = source.unreadable.isEmpty ? .ok : .incomplete
             try ledger.finishRun(srcRun, image: srcID, Ledger.RunEnd(
-                result: .ok, bytesRead: source.bytesRead, readMode: source.file.mode.rawValue, detail: detail))
+                result: whole, bytesRead: source.bytesRead, readMode: source.file.mode.rawValue, detail: detail))
             try ledger.finishRun(dstRun, image: dstID, Ledger.RunEnd(
-                result: srcRoot == dstRoot ? .ok : .mismatch, bytesWritten: dest.bytesWritten,
+                result: srcRoot == dstRoot ? whole : .mismatch, bytesWritten: dest.bytesWritten,
                 readMode: dest.file?.mode.rawValue, detail: detail))
         }
         let chunks = ChunkGeometry(size: size, chunkSize: chunkSize).count
-        return CopyReport(
+        var report = CopyReport(
             source: CopyEndReport(path: source.file.path, host: nil, size: size, sha256: digest.hex, imageId: source.imageId,
                                   ledger: ledger.path, io: source.file.mode.rawValue),
             destination: CopyEndReport(path: dest.path, host: nil, size: size, sha256: digest.hex, imageId: dest.imageId,
@@ -103,5 +106,7 @@ public enum LocalCopy {
             resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started, resumeChecks: checks)
+        report.noteUnreadable(source.unreadable, reads: source.rescueReads)
+        return report
     }
 }

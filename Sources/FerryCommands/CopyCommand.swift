@@ -71,6 +71,12 @@ struct CopyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Compress chunk payloads on the wire with zstd at this level (--compress alone: level 1); remote copies only.", valueName: "level"))
     var compress: Int?
 
+    @Option(name: .long, help: ArgumentHelp("What a source read error does: abort (the default) ends the copy; record narrows it to the sector, writes zeros there, records the range in both ledgers and goes on (exit 1 at the end).", valueName: "abort|record"))
+    var onReadError: ReadErrorPolicy = .abort
+
+    @Option(name: .long, help: ArgumentHelp("With --on-read-error=record: try each unreadable range this many more times before recording it (default 0: no sector is retried on the first pass).", valueName: "n"))
+    var retries: Int = 0
+
     @Flag(name: .long, help: "Print a JSON summary on stdout (on stderr when DST is -).")
     var json = false
 
@@ -105,6 +111,18 @@ struct CopyCommand: ParsableCommand {
             throw FerryError(.usage, "--compress level \(compress) is out of range", hint: "zstd levels 1 (fast) to 19")
         }
         options.compressLevel = compress
+        guard (0...100).contains(retries) else {
+            throw FerryError(.usage, "--retries \(retries) is out of range", hint: "0 to 100 more tries of each unreadable range")
+        }
+        if retries > 0 && onReadError != .record {
+            throw FerryError(.usage, "--retries only applies to --on-read-error=record", hint: "add --on-read-error=record")
+        }
+        options.onReadError = onReadError
+        options.retries = retries
+        if onReadError == .record && source == "-" {
+            throw FerryError(.usage, "--on-read-error=record needs a source it can read at an offset; stdin is a stream",
+                             hint: "copy from the file or block device itself")
+        }
         let src = Location.parse(source)
         let dst = Location.parse(destination)
         if src.isRemote && dst.isRemote {
@@ -122,6 +140,7 @@ struct CopyCommand: ParsableCommand {
             Output.stderr("ferry: note: the source is a stream without --size; a stream cut short (its producer died) cannot be told from a small image. Pass --size BYTES when the size is known.")
         }
         let meter = ProgressMeter(style: progress, total: options.streamSize ?? (try? sizeHint(src)), label: "copy")
+        meter.unreadable = options.unreadableProgress
         meter.start()
         let report: CopyReport
         do {
@@ -140,7 +159,7 @@ struct CopyCommand: ParsableCommand {
         // When the image goes to stdout, the summary goes to stderr.
         let text = json ? Output.json(report) : Self.summary(report)
         if dst == .local("-") { Output.stderr(text) } else { Output.stdout(text) }
-        return report.digestsMatch ? .ok : .corrupt
+        return report.intact ? .ok : .corrupt
     }
 
     /// The source size for the progress bar, when it can be known without reading.
@@ -162,14 +181,25 @@ struct CopyCommand: ParsableCommand {
         }
         let srcName = r.source.host.map { "\($0):\(r.source.path)" } ?? r.source.path
         let dstName = r.destination.host.map { "\($0):\(r.destination.path)" } ?? r.destination.path
-        lines.append("  source       sha256 \(r.source.sha256)  \(srcName)")
-        lines.append("  destination  sha256 \(r.destination.sha256)  \(dstName)")
+        let none = "(none: some source bytes were unreadable)"
+        lines.append("  source       sha256 \(r.source.sha256 ?? none)  \(srcName)")
+        lines.append("  destination  sha256 \(r.destination.sha256 ?? none)  \(dstName)")
         lines.append("  list root    \(r.listRoot)")
         if let id = r.imageId {
             lines.append("  ledger       image \(id) in \(r.destination.ledger ?? "?")\(r.remote != nil && r.destination.host != nil ? " on \(r.destination.host!)" : "")")
         }
         if let retries = r.retransmissions, retries > 0 { lines.append("  retransmitted \(retries) chunk(s) that arrived damaged") }
-        lines.append(r.digestsMatch ? "digests match" : "DIGESTS DIFFER: the destination does not hold what was read; do not trust it")
+        if let ranges = r.source.unreadableRanges, let total = r.unreadableBytes {
+            lines.append("UNREADABLE: \(ranges.count) range(s) of the source, \(Output.bytes(total)) in all, could not be read; zeros stand there at the destination:")
+            for range in ranges.prefix(50) { lines.append("  \(range) (\(Output.bytes(range.length)))") }
+            if ranges.count > 50 { lines.append("  ... and \(ranges.count - 50) more (`ferry ledger show \(r.imageId.map(String.init) ?? "ID")` lists them all)") }
+            if let reads = r.rescueReads { lines.append("  narrowing them took \(reads) reads, \(r.failedReads ?? 0) of which failed") }
+            lines.append("  both ledgers record the ranges; once the source reads again (cooled, reseated, the other half of a mirror), `ferry resend SRC DST` fills them")
+        }
+        lines.append(r.digestsMatch ? (r.intact ? "digests match" : "the rest arrived intact: both ends agree on every byte that was read")
+                                    : "DIGESTS DIFFER: the destination does not hold what was read; do not trust it")
         return lines.joined(separator: "\n")
     }
 }
+
+extension ReadErrorPolicy: ExpressibleByArgument {}

@@ -11,6 +11,8 @@ public enum ProgressStyle: String, ExpressibleByArgument, CaseIterable {
 /// It polls a `ProgressCounter` from a timer, so the data path never waits for the terminal.
 final class ProgressMeter {
     let counter = ProgressCounter()
+    /// Bytes found unreadable so far (a rescue copy), shown once there are any.
+    var unreadable: ProgressCounter?
     private let style: ProgressStyle
     private let total: UInt64?
     private let label: String
@@ -74,6 +76,7 @@ final class ProgressMeter {
                     + (filled < width ? ">" + String(repeating: " ", count: width - filled - 1) : "") + "] \(pct)%"
             }
             line += " " + Output.bytes(UInt64(rate)) + "/s"
+            if let bad = unreadable?.bytes, bad > 0 { line += " unreadable " + Output.bytes(bad) }
             if final { line += " in " + Output.duration(elapsed) }
             else if let eta { line += " ETA " + Output.duration(eta) }
             Console.err("\r\u{1B}[K" + line + (final ? "\n" : ""))
@@ -83,12 +86,14 @@ final class ProgressMeter {
             var line = "\(label): \(Output.bytes(done))"
             if let total { line += " of \(Output.bytes(total))" + (total > 0 ? String(format: " (%.1f%%)", Double(done) * 100 / Double(total)) : "") }
             line += ", " + Output.bytes(UInt64(rate)) + "/s"
+            if let bad = unreadable?.bytes, bad > 0 { line += ", unreadable " + Output.bytes(bad) }
             if let eta, !final { line += ", ETA " + Output.duration(eta) }
             Output.stderr(line)
         case .json:
-            struct Tick: Encodable { var bytes: UInt64; var total: UInt64?; var rate: Double; var eta: Double?; var elapsed: Double; var done: Bool }
+            struct Tick: Encodable { var bytes: UInt64; var total: UInt64?; var rate: Double; var eta: Double?; var elapsed: Double; var done: Bool; var unreadable: UInt64? }
+            let bad = unreadable?.bytes ?? 0
             Output.stderr(Output.json(Tick(bytes: done, total: total, rate: rate.rounded(), eta: eta.map { ($0 * 10).rounded() / 10 },
-                                           elapsed: (elapsed * 1000).rounded() / 1000, done: final)))
+                                           elapsed: (elapsed * 1000).rounded() / 1000, done: final, unreadable: bad > 0 ? bad : nil)))
         case .none, .auto:
             break
         }

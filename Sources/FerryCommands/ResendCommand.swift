@@ -56,6 +56,9 @@ struct ResendCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Sub-block size compared inside a bad chunk (a multiple of 4K).", valueName: "size"))
     var subBlock: String = "64K"
 
+    @Option(name: .long, help: ArgumentHelp("How many more times the source tries each range that was unreadable at copy time, after its first try (default 2).", valueName: "n"))
+    var retries: Int = RepairTarget.defaultRetries
+
     @Option(name: .long, help: ArgumentHelp("How to show progress on stderr.", valueName: "style"))
     var progress: ProgressStyle = .auto
 
@@ -71,6 +74,9 @@ struct ResendCommand: ParsableCommand {
             guard let sub = ChunkGeometry.parseSize(subBlock), sub >= 4096, sub % 4096 == 0 else {
                 throw FerryError(.usage, "--sub-block \(subBlock) is not a multiple of 4K", hint: "e.g. --sub-block 64K")
             }
+            guard (0...100).contains(retries) else {
+                throw FerryError(.usage, "--retries \(retries) is out of range", hint: "0 to 100 more tries of each unreadable range")
+            }
             let src = Location.parse(source)
             let dst = Location.parse(destination)
             if src.isRemote && dst.isRemote {
@@ -83,10 +89,11 @@ struct ResendCommand: ParsableCommand {
             do {
                 if src.isRemote || dst.isRemote {
                     report = try RemoteResend.run(source: src, destination: dst, ledger: ledger, imageId: image, verifyFirst: verify,
-                                                  subBlockSize: sub, force: force, settings: remote.settings, progress: meter.counter)
+                                                  subBlockSize: sub, force: force, retries: retries, settings: remote.settings,
+                                                  progress: meter.counter)
                 } else {
                     report = try LocalResend.run(source: src.path, destination: dst.path, ledger: ledger, imageId: image,
-                                                 verifyFirst: verify, subBlockSize: sub, force: force, progress: meter.counter,
+                                                 verifyFirst: verify, subBlockSize: sub, force: force, retries: retries, progress: meter.counter,
                                                  log: { Output.stderr("ferry: " + $0) })
                 }
             } catch {
@@ -97,6 +104,7 @@ struct ResendCommand: ParsableCommand {
             Output.stdout(json ? Output.json(report) : Self.summary(report))
             if report.failedChunks > 0 { return .unrepairable }
             if report.refusedChunks > 0 { return .refused }
+            if report.unreadableRemaining != nil { return .corrupt }
             return .ok
         }
     }
@@ -114,9 +122,21 @@ struct ResendCommand: ParsableCommand {
             case .failed: lines.append("UNREPAIRABLE: chunk \(c.index): \(c.reason ?? "still wrong") (the disk may be failing)")
             case .forced: lines.append("forced: chunk \(c.index) rewritten from a changed source; the ledger now holds its new hash")
             case .repaired: break
+            case .filled: lines.append("filled: chunk \(c.index): every byte unreadable at copy time now read at the source, written and read back")
+            case .partlyFilled:
+                lines.append("partly filled: chunk \(c.index): what now reads was written and read back; still unreadable: "
+                    + (c.unreadable ?? []).map(\.description).joined(separator: ", "))
+            case .stillUnreadable:
+                lines.append("still unreadable: chunk \(c.index): "
+                    + (c.unreadable ?? []).map(\.description).joined(separator: ", ") + " (nothing changed; try again later, or name another copy of the source)")
             }
         }
-        lines.append("repaired \(r.repairedChunks + r.forcedChunks) of \(r.chunks.count) chunks in \(String(format: "%.1f", r.seconds)) s: "
+        if let left = r.unreadableRemaining {
+            lines.append("UNREADABLE: \(left.count) range(s), \(Output.bytes(ByteRange.total(left))) in all, still could not be read at the source; both ledgers keep them for the next `ferry resend`")
+        } else if r.filledChunks + r.partlyFilledChunks > 0 {
+            lines.append("every range unreadable at copy time is now filled: the chunk hashes are final; the whole-image SHA-256 was never computed over the real bytes, and the next `ferry verify \(r.destination)` computes and records it")
+        }
+        lines.append("repaired \(r.repairedChunks + r.forcedChunks + r.filledChunks + r.partlyFilledChunks) of \(r.chunks.count) chunks in \(String(format: "%.1f", r.seconds)) s: "
             + (r.bytesRead.map { "read \(Output.bytes($0)) at the source, " } ?? "") + "sent \(Output.bytes(r.bytesSent)), wrote \(Output.bytes(r.bytesWritten))")
         if r.failedChunks == 0 && r.refusedChunks == 0 {
             lines.append("every repaired chunk was read back from the medium and matches the ledger" + (r.readMode.map { " (read \($0))" } ?? ""))

@@ -81,7 +81,7 @@ struct VerifyCommand: ParsableCommand {
             Output.stdout(json ? Output.json(report) : Self.summary(report))
             switch report.status {
             case .ok: return .ok
-            case .corrupt, .unstable: return .corrupt
+            case .corrupt, .unstable, .incomplete: return .corrupt
             case .unverified: return .refused
             }
         }
@@ -108,6 +108,14 @@ struct VerifyCommand: ParsableCommand {
             let chunks = b.firstChunk == b.lastChunk ? "chunk \(b.firstChunk)" : "chunks \(b.firstChunk)-\(b.lastChunk)"
             lines.append("corrupt: bytes \(b.offset)-\(b.offset + b.length - 1) (\(Output.bytes(b.length)), \(chunks))")
         }
+        if let gaps = r.unreadableAtCopy, !gaps.isEmpty {
+            lines.append("unreadable at copy time: \(gaps.count) range(s), \(Output.bytes(ByteRange.total(gaps))) in all; the source could not read them, so zeros stand there (not damage since the copy):")
+            for g in gaps.prefix(50) { lines.append("  \(g) (\(Output.bytes(g.length)))") }
+            if gaps.count > 50 { lines.append("  ... and \(gaps.count - 50) more") }
+        }
+        if let digest = r.digestRecorded {
+            lines.append("whole-image sha256 \(digest): computed by this read and recorded (a resend filled the last unreadable range)")
+        }
         if let other = r.crossChecked {
             lines.append("the far record agrees with this host's record of the same copy (\(other))")
         }
@@ -120,11 +128,14 @@ struct VerifyCommand: ParsableCommand {
         case .unstable: verdict = "UNSTABLE"
         case .corrupt: verdict = "CORRUPT"
         case .unverified: verdict = "UNVERIFIED"
+        case .incomplete: verdict = "INCOMPLETE"
         }
         lines.append("\(verdict): \(name): \(r.chunks - r.badChunks) of \(r.chunks) chunks match image \(r.imageId) "
             + "(\(Output.bytes(r.bytesRead)) read \(r.readMode) in \(String(format: "%.1f", r.seconds)) s, \(Output.rate(r.bytesRead, r.seconds)))")
         if r.status == .unverified {
             lines.append("stop the program that maps \(name) (a running VM, say) and verify again")
+        } else if r.status == .incomplete {
+            lines.append("when the source reads again, fill them with: ferry resend SRC \(name)")
         } else if r.status != .ok {
             lines.append("repair with: ferry resend SRC \(name)")
         }

@@ -192,14 +192,60 @@ public final class Ledger {
     }
 
     /// Records a batch of chunk hashes in one transaction (rows may be replaced by a resumed copy).
-    public func recordChunks(image: Int64, _ rows: [ChunkRow]) throws {
-        guard !rows.isEmpty else { return }
+    /// Unreadable ranges of those chunks go in the same transaction, so a chunk row is never
+    /// recorded without the ranges its hash covered with zeros.
+    public func recordChunks(image: Int64, _ rows: [ChunkRow], unreadable: [ByteRange] = []) throws {
+        guard !rows.isEmpty || !unreadable.isEmpty else { return }
         try db.transaction {
             let s = try db.prepare("INSERT OR REPLACE INTO chunks(image_id, idx, sha256, zero) VALUES (?,?,?,?)")
             for r in rows {
                 try s.run([.int(image), .int(Int64(r.index)), .blob(r.digest.bytes), .int(r.zero ? 1 : 0)])
             }
+            try insertUnreadable(image: image, unreadable)
         }
+    }
+
+    private func insertUnreadable(image: Int64, _ ranges: [ByteRange]) throws {
+        guard !ranges.isEmpty else { return }
+        let u = try db.prepare("INSERT OR REPLACE INTO unreadable(image_id, offset, length) VALUES (?,?,?)")
+        for r in ranges { try u.run([.int(image), .int(Int64(r.offset)), .int(Int64(r.length))]) }
+    }
+
+    /// The byte ranges the source could not read when this image was copied (and no resend has
+    /// filled since), in order.
+    public func unreadable(image: Int64) throws -> [ByteRange] {
+        try db.prepare("SELECT offset, length FROM unreadable WHERE image_id = ? ORDER BY offset")
+            .rows([.int(image)]) { ByteRange(offset: UInt64($0.int(0)), length: UInt64($0.int(1))) }
+    }
+
+    /// Forgets unreadable ranges at or past `offset` (a resumed copy reads them again).
+    public func dropUnreadable(image: Int64, from offset: UInt64) throws {
+        try db.prepare("DELETE FROM unreadable WHERE image_id = ? AND offset >= ?").run([.int(image), .int(Int64(offset))])
+    }
+
+    /// A resend filled (some of) the unreadable bytes of chunk `index`: the chunk row takes the
+    /// hash of what the chunk holds now, the ranges inside `window` become `remaining`, and the
+    /// list root is recomputed from the rows, in one transaction. The whole-image SHA-256 stays
+    /// unknown: no pass read all the real bytes in order.
+    public func fillChunk(image: Int64, index: Int, window: ByteRange, digest: Digest, zero: Bool, remaining: [ByteRange]) throws {
+        try db.transaction {
+            try db.prepare("UPDATE chunks SET sha256 = ?, zero = ? WHERE image_id = ? AND idx = ?")
+                .run([.blob(digest.bytes), .int(zero ? 1 : 0), .int(image), .int(Int64(index))])
+            try db.prepare("DELETE FROM unreadable WHERE image_id = ? AND offset >= ? AND offset < ?")
+                .run([.int(image), .int(Int64(window.offset)), .int(Int64(window.end))])
+            try insertUnreadable(image: image, remaining)
+            var list = SHA256Hasher()
+            for row in try chunks(image: image) { list.update(row.digest) }
+            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ? WHERE id = ?")
+                .run([.text(list.finalized().hex), .int(image)])
+        }
+    }
+
+    /// Records the whole-image SHA-256 of a complete image that had none (its unreadable ranges
+    /// were all filled): a full read whose every chunk matched computed it.
+    public func recordDigest(image: Int64, sha256: Digest) throws {
+        try db.prepare("UPDATE images SET sha256 = ? WHERE id = ? AND sha256 IS NULL AND complete = 1")
+            .run([.text(sha256.hex), .int(image)])
     }
 
     /// Chunks [0, chunks) are durable at the destination; `state` resumes the whole-image hash
@@ -228,14 +274,16 @@ public final class Ledger {
 
     /// Marks an image complete with its whole digest. For a destination: only after the final
     /// fdatasync. Chunk rows past the final count (from an earlier, longer attempt) are removed.
-    public func complete(image: Int64, size: UInt64, sha256: Digest, listRoot: Digest, chunkCount: Int,
+    /// `sha256` is nil when some bytes could not be read: no digest of the real image exists.
+    public func complete(image: Int64, size: UInt64, sha256: Digest?, listRoot: Digest, chunkCount: Int,
                          zeroChunks: Int) throws {
         try db.transaction {
             try db.prepare("DELETE FROM chunks WHERE image_id = ? AND idx >= ?").run([.int(image), .int(Int64(chunkCount))])
+            try db.prepare("DELETE FROM unreadable WHERE image_id = ? AND offset >= ?").run([.int(image), .int(Int64(size))])
             try db.prepare("""
                 UPDATE images SET size = ?, sha256 = ?, list_root = ?, chunk_count = ?, zero_chunks = ?,
                   complete = 1, completed_at = ?, checkpoint_chunks = ? WHERE id = ?
-                """).run([.int(Int64(size)), .text(sha256.hex), .text(listRoot.hex), .int(Int64(chunkCount)),
+                """).run([.int(Int64(size)), sha256.map { .text($0.hex) } ?? .null, .text(listRoot.hex), .int(Int64(chunkCount)),
                           .int(Int64(zeroChunks)), .text(Self.now()), .int(Int64(chunkCount)), .int(image)])
             try db.prepare("DELETE FROM checkpoints WHERE image_id = ?").run([.int(image)])
         }

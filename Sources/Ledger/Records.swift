@@ -11,6 +11,8 @@ public enum RunResult: String, Codable, Sendable {
     case running
     /// copy: both ends' digests agree; verify: every chunk matched.
     case ok
+    /// copy: both ends agree, but the source could not read some bytes (zeros stand there).
+    case incomplete
     /// copy: the two ends' digests differ.
     case mismatch
     /// verify: some chunks differ from the ledger, or the size changed.

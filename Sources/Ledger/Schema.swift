@@ -2,7 +2,7 @@
 /// `PRAGMA application_id` marks the file as a ferry ledger.
 enum Schema {
     static let applicationID: Int64 = 0x4652_5259  // "FRRY"
-    static let version: Int64 = 2
+    static let version: Int64 = 3
 
     /// migrations[n] takes a ledger from version n to n+1.
     static let migrations: [String] = [
@@ -85,6 +85,16 @@ enum Schema {
         ALTER TABLE runs ADD COLUMN error TEXT;    -- the error that ended a failed or interrupted run
         ALTER TABLE runs ADD COLUMN pid INTEGER;   -- the process running it, to name who holds a claim
         ALTER TABLE images ADD COLUMN medium TEXT; -- JSON Medium: what is behind a block device (loop file, disk serial)
+        """,
+        // 3: byte ranges the source could not read at copy time (`--on-read-error=record`); the
+        // chunks holding them were recorded with zeros in their place.
+        """
+        CREATE TABLE unreadable(
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            offset INTEGER NOT NULL,
+            length INTEGER NOT NULL,
+            PRIMARY KEY (image_id, offset)
+        ) WITHOUT ROWID;
         """,
     ]
 }

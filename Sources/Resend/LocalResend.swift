@@ -10,11 +10,11 @@ import Wire
 /// as a remote resend, joined by a socket pair instead of ssh.
 public enum LocalResend {
     public static func run(source: String, destination: String, ledger: Ledger, imageId: Int64?, verifyFirst: Bool,
-                           subBlockSize: Int, force: Bool, progress: ProgressCounter,
+                           subBlockSize: Int, force: Bool, retries: Int = RepairTarget.defaultRetries, progress: ProgressCounter,
                            log: @escaping (String) -> Void) throws -> ResendReport {
         let started = monotonicSeconds()
         let target = try RepairTarget.prepare(path: destination, ledger: ledger, imageId: imageId, verifyFirst: verifyFirst,
-                                              subBlockSize: subBlockSize, progress: progress)
+                                              subBlockSize: subBlockSize, retries: retries, progress: progress)
         if target.nothingToRepair {
             return ResendReport(source: source, destination: destination, plan: target.plan, result: nil, bytesRead: 0,
                                 bytesSent: 0, verify: target.verifyReport, seconds: monotonicSeconds() - started)

@@ -1,4 +1,5 @@
 import Chunks
+import Glibc
 import Copy
 import Ledger
 import Wire
@@ -15,6 +16,13 @@ public final class RepairSource {
     let sourceLedgerDigests: [Int: Digest]
     public private(set) var bytesRead: UInt64 = 0
     public private(set) var refused: [Int] = []
+    /// This host's ledger and its source record of the transfer, when it holds one: a filled
+    /// chunk is recorded there too once the destination confirms it.
+    let ledger: Ledger?
+    let sourceRecord: ImageRecord?
+    private lazy var rescue = Rescue(file: source, size: plan.size)
+    /// Chunks sent with unreadable ranges filled: their new hash and what still does not read.
+    private var filled: [Int: (digest: Digest, zero: Bool, remaining: [ByteRange])] = [:]
 
     /// - `ledger`: the source host's ledger; when it holds the source record of this transfer, its
     ///   chunk hashes must agree with the plan's.
@@ -31,12 +39,15 @@ public final class RepairSource {
                              hint: "name the source the image was copied from")
         }
         var digests: [Int: Digest] = [:]
-        if let ledger, let record = try ledger.images(transfer: plan.transferId).last(where: { $0.role == .source }) {
+        let record = try ledger?.images(transfer: plan.transferId).last(where: { $0.role == .source })
+        if let ledger, let record {
             for c in plan.chunks {
                 if let row = try ledger.chunk(image: record.id, index: c.index) { digests[c.index] = row.digest }
             }
         }
         sourceLedgerDigests = digests
+        self.ledger = ledger
+        sourceRecord = record
     }
 
     /// Serves sub-block requests until the destination sends its result; returns it.
@@ -57,7 +68,9 @@ public final class RepairSource {
                 }
                 try supply(index: index, request: request, expected: expected, geometry: geometry, buffer: buffer)
             case .control(.result, let body):
-                return try JSONBody.decode(ResendResult.self, body, what: "resend result")
+                let result = try JSONBody.decode(ResendResult.self, body, what: "resend result")
+                try recordFilled(result)
+                return result
             case .control(let t, let body):
                 try connection.other(t, body, during: "resend", log: log)
             case .chunk:
@@ -72,19 +85,42 @@ public final class RepairSource {
     private func supply(index: Int, request: SubBlockDigests, expected: Digest, geometry: ChunkGeometry, buffer: AlignedBuffer) throws {
         let length = geometry.length(of: index)
         let offset = geometry.offset(of: index)
-        let n = try source.read(into: buffer.pointer, count: length, at: offset)
-        bytesRead += UInt64(n)
-        guard n == length else {
-            throw FerryError(.io, "source \(source.path) ended inside chunk \(index) (offset \(offset + UInt64(n)))")
-        }
-        let digest = Digest.sha256(buffer.pointer, length)
+        let gaps = plan.chunks.first(where: { $0.index == index })?.unreadable ?? []
+        var stillUnreadable: [ByteRange]?
+        let digest: Digest
         var reason: String?
+        if !gaps.isEmpty {
+            // Unreadable at copy time: read the chunk again around what still fails (zeros there).
+            let before = rescue.bytesRead
+            let bad = try rescue.read(into: buffer.pointer, count: length, at: offset, retries: plan.retries ?? 0)
+            bytesRead += rescue.bytesRead - before
+            // The bytes that did read at copy time must read the same now: with the recorded
+            // ranges zeroed, the chunk must hash as it was recorded.
+            let masked = AlignedBuffer(capacity: length)
+            memcpy(masked.pointer, buffer.pointer, length)
+            for g in gaps { memset(masked.pointer + Int(g.offset - offset), 0, Int(g.length)) }
+            if Digest.sha256(masked.pointer, length) != expected {
+                reason = bad.contains(where: { b in !gaps.contains { $0.offset <= b.offset && b.end <= $0.end } })
+                    ? "source chunk \(index) no longer reads where it read at copy time (now unreadable: \(bad.map(\.description).joined(separator: ", ")))"
+                    : "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy outside its unreadable ranges"
+            }
+            digest = Digest.sha256(buffer.pointer, length)
+            stillUnreadable = bad
+        } else {
+            let n = try source.read(into: buffer.pointer, count: length, at: offset)
+            bytesRead += UInt64(n)
+            guard n == length else {
+                throw FerryError(.io, "source \(source.path) ended inside chunk \(index) (offset \(offset + UInt64(n)))")
+            }
+            digest = Digest.sha256(buffer.pointer, length)
+            if digest != expected {
+                reason = "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy"
+            }
+        }
         if let recorded = sourceLedgerDigests[index], recorded != expected {
             reason = "the source ledger and the destination ledger disagree on chunk \(index)"
-        } else if digest != expected {
-            reason = "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy"
         }
-        if let reason, !force {
+        if let reason, !force || stillUnreadable != nil {
             refused.append(index)
             try connection.sendJSON(.supplied, ChunkSupplied(chunk: index, status: .refused, blocks: 0, sha256: digest.hex, reason: reason))
             return
@@ -110,6 +146,24 @@ public final class RepairSource {
             start += len
             block += 1
         }
-        try connection.sendJSON(.supplied, ChunkSupplied(chunk: index, status: .sent, blocks: sent, sha256: digest.hex))
+        var supplied = ChunkSupplied(chunk: index, status: stillUnreadable == nil ? .sent : .filled, blocks: sent, sha256: digest.hex)
+        if let stillUnreadable {
+            supplied.stillUnreadable = stillUnreadable
+            filled[index] = (digest, isAllZero(buffer.pointer, length), stillUnreadable)
+        }
+        try connection.sendJSON(.supplied, supplied)
+    }
+
+    /// Records, in this host's source record, the chunks the destination filled and confirmed:
+    /// both ledgers then agree on the chunk's new hash and on what still does not read.
+    private func recordFilled(_ result: ResendResult) throws {
+        guard let ledger, let record = sourceRecord else { return }
+        let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
+        for outcome in result.chunks where [.filled, .partlyFilled].contains(outcome.status) {
+            guard let f = filled[outcome.index] else { continue }
+            let window = ByteRange(offset: geometry.offset(of: outcome.index), length: UInt64(geometry.length(of: outcome.index)))
+            try ledger.fillChunk(image: record.id, index: outcome.index, window: window, digest: f.digest, zero: f.zero,
+                                 remaining: f.remaining)
+        }
     }
 }

@@ -24,6 +24,8 @@ public final class RepairTarget {
     /// one good read from a medium that flaps proves nothing.
     static let readBacks = 3
     public static let defaultSubBlock = 64 << 10
+    /// How many more times a resend's source tries each unreadable range after its first try.
+    public static let defaultRetries = 2
 
     init(path: String, ledger: Ledger, image: ImageRecord, plan: ResendPlan, verifyRun: Int64?, verifyReport: VerifyReport?,
          findings: [Finding], sizeChanged: Bool) {
@@ -32,7 +34,7 @@ public final class RepairTarget {
     }
 
     public static func prepare(path: String, ledger: Ledger, imageId: Int64?, verifyFirst: Bool, subBlockSize: Int,
-                               progress: ProgressCounter) throws -> RepairTarget {
+                               retries: Int = defaultRetries, progress: ProgressCounter) throws -> RepairTarget {
         let image = try Verifier.findImage(target: path, imageId: imageId, ledger: ledger)
         // Never repair another image that now answers to the recorded name.
         try Verifier.checkMedium(of: try ImageFile.openForReading(path, direct: false), against: image)
@@ -40,25 +42,37 @@ public final class RepairTarget {
         if verifyFirst {
             report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress)
         }
-        guard let (run, all) = try ledger.latestVerify(image: image.id) else {
+        // Ranges the source could not read at copy time are always tried again, verified or not.
+        let gaps = try ledger.unreadable(image: image.id)
+        let latest = try ledger.latestVerify(image: image.id)
+        guard latest != nil || !gaps.isEmpty else {
             throw FerryError(.notFound, "image \(image.id) (\(path)) has never been verified, so there is no list of bad chunks",
                              hint: "run `ferry verify \(path)` first, or pass --verify")
         }
         // Unstable chunks (`transient`) are repaired too: a rewrite is how a drive remaps a weak
         // sector, and the read-back then checks it.
-        let open = all.filter { $0.repairedBy == nil }
+        let open = (latest?.findings ?? []).filter { $0.repairedBy == nil }
         let size = image.size ?? 0
         let geometry = ChunkGeometry(size: size, chunkSize: image.chunkSize)
         var indices = Set<Int>()
         for f in open where f.kind != .size {
             for i in f.firstChunk...f.lastChunk where i < geometry.count { indices.insert(i) }
         }
+        for g in gaps where g.offset < size {
+            let first = Int(g.offset / UInt64(image.chunkSize)), last = Int((g.end - 1) / UInt64(image.chunkSize))
+            for i in first...min(last, geometry.count - 1) { indices.insert(i) }
+        }
         let rows = try ledger.chunks(image: image.id)
-        let chunks = indices.sorted().map { ResendPlan.Chunk(index: $0, sha256: rows[$0].digest.hex) }
+        let chunks = indices.sorted().map { i -> ResendPlan.Chunk in
+            let window = geometry.offset(of: i)..<geometry.offset(of: i) + UInt64(geometry.length(of: i))
+            let inside = ByteRange.clipped(gaps, to: window)
+            return ResendPlan.Chunk(index: i, sha256: rows[i].digest.hex, unreadable: inside.isEmpty ? nil : inside)
+        }
         let sub = min(subBlockSize, image.chunkSize)
-        let plan = ResendPlan(imageId: image.id, transferId: image.transferId, chunkSize: image.chunkSize, size: size,
+        var plan = ResendPlan(imageId: image.id, transferId: image.transferId, chunkSize: image.chunkSize, size: size,
                               subBlockSize: sub, chunks: chunks, host: ledger.host, ledger: ledger.path)
-        return RepairTarget(path: path, ledger: ledger, image: image, plan: plan, verifyRun: run.id, verifyReport: report,
+        plan.retries = retries
+        return RepairTarget(path: path, ledger: ledger, image: image, plan: plan, verifyRun: latest?.run.id, verifyReport: report,
                             findings: open, sizeChanged: open.contains { $0.kind == .size })
     }
 
@@ -116,6 +130,7 @@ public final class RepairTarget {
                 let index = planned.index
                 let length = geometry.length(of: index)
                 var want = try planned.digest()
+                var remaining: [ByteRange]?
                 var attempts = 0
                 var blocks = 0
                 var written: UInt64 = 0
@@ -136,7 +151,16 @@ public final class RepairTarget {
                         reason = supplied.reason
                         break
                     }
-                    let forced = supplied.sha256 != planned.sha256
+                    let filling = supplied.status == .filled
+                    let stillUnreadable = ByteRange.merged(supplied.stillUnreadable ?? [])
+                    if filling && stillUnreadable == (planned.unreadable ?? []) {
+                        // Nothing more read at the source: the chunk and its record stay as they are.
+                        status = .stillUnreadable
+                        remaining = stillUnreadable
+                        break
+                    }
+                    let forced = !filling && supplied.sha256 != planned.sha256
+                    if filling { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
                     if forced { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
                     // Durable first, then read back from the medium and compare. A medium that fails
                     // the write or the sync fails this attempt, not the whole repair.
@@ -152,6 +176,16 @@ public final class RepairTarget {
                         continue
                     }
                     if try (0..<Self.readBacks).allSatisfy({ _ in try readBack(index) == want }) {
+                        if filling {
+                            // The chunk now holds what the source read; the ledger takes its hash
+                            // and keeps only the ranges that still do not read.
+                            let window = ByteRange(offset: geometry.offset(of: index), length: UInt64(length))
+                            try ledger.fillChunk(image: image.id, index: index, window: window, digest: want,
+                                                 zero: isAllZero(chunkBuf.pointer, length), remaining: stillUnreadable)
+                            status = stillUnreadable.isEmpty ? .filled : .partlyFilled
+                            remaining = stillUnreadable
+                            break
+                        }
                         status = forced ? .forced : .repaired
                         if forced { try ledger.replaceChunk(image: image.id, index: index, digest: want, zero: isAllZero(chunkBuf.pointer, length)) }
                         break
@@ -159,22 +193,26 @@ public final class RepairTarget {
                     log("chunk \(index) still reads back wrong after attempt \(attempts)")
                     reason = "still wrong after \(attempts) attempts: the medium does not keep what is written"
                 }
-                outcomes.append(ResendResult.ChunkOutcome(index: index, status: status, attempts: attempts, blocksWritten: blocks,
-                                                          bytesWritten: written, reason: status == .repaired || status == .forced ? nil : reason))
+                var outcome = ResendResult.ChunkOutcome(index: index, status: status, attempts: attempts, blocksWritten: blocks,
+                                                        bytesWritten: written,
+                                                        reason: [.repaired, .forced, .filled].contains(status) ? nil : reason)
+                outcome.unreadable = remaining.flatMap { $0.isEmpty ? nil : $0 }
+                outcomes.append(outcome)
                 progress.add(length)
             }
             if sizeChanged, let file = writer.file, file.kind == .file {
                 try file.setLength(plan.size)
                 try writer.sync()
             }
-            let repaired = Set(outcomes.filter { $0.status == .repaired || $0.status == .forced }.map(\.index))
+            let repaired = Set(outcomes.filter { [.repaired, .forced, .filled].contains($0.status) }.map(\.index))
             let failed = outcomes.filter { $0.status == .failed }
             let refused = outcomes.filter { $0.status == .refused }
             let unrepairableFindings = BadRange.coalesce(failed.map(\.index), geometry: geometry).map {
                 Finding(kind: .corrupt, firstChunk: $0.firstChunk, lastChunk: $0.lastChunk, offset: $0.offset, length: $0.length,
                         detail: "unrepairable")
             }
-            let resultWord: RunResult = !failed.isEmpty ? .unrepairable : (!refused.isEmpty ? .refused : .repaired)
+            let gapsLeft = try ledger.unreadable(image: image.id)
+            let resultWord: RunResult = !failed.isEmpty ? .unrepairable : !refused.isEmpty ? .refused : !gapsLeft.isEmpty ? .incomplete : .repaired
             let detail = String(decoding: JSONBody.encode(outcomes), as: UTF8.self)
             try ledger.finishRun(run, image: image.id, Ledger.RunEnd(result: resultWord, bytesRead: reread,
                                                                      bytesWritten: writer.bytesWritten,
@@ -187,8 +225,9 @@ public final class RepairTarget {
                                 : (f.firstChunk...f.lastChunk).allSatisfy { repaired.contains($0) || $0 >= geometry.count }
             }.compactMap(\.id)
             try ledger.markRepaired(findings: done, by: run)
-            let result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
+            var result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
                                       bytesWritten: writer.bytesWritten, bytesReread: reread, readMode: reader.readMode)
+            result.unreadableRemaining = gapsLeft
             try connection.sendJSON(.result, result)
             return result
         }

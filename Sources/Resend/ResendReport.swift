@@ -17,6 +17,12 @@ public struct ResendReport: Codable, Sendable {
     public var forcedChunks: Int
     public var failedChunks: Int
     public var refusedChunks: Int
+    /// Chunks with bytes unreadable at copy time: all of them now filled, some, or none yet.
+    public var filledChunks: Int
+    public var partlyFilledChunks: Int
+    public var stillUnreadableChunks: Int
+    /// Every range of the image still unreadable after this resend (nil: none, or no result).
+    public var unreadableRemaining: [ByteRange]?
     /// Bytes read at the source (only the planned chunks); nil when the source is on another host,
     /// which counts its own reads.
     public var bytesRead: UInt64?
@@ -43,6 +49,10 @@ public struct ResendReport: Codable, Sendable {
         forcedChunks = outcomes.filter { $0.status == .forced }.count
         failedChunks = outcomes.filter { $0.status == .failed }.count
         refusedChunks = outcomes.filter { $0.status == .refused }.count
+        filledChunks = outcomes.filter { $0.status == .filled }.count
+        partlyFilledChunks = outcomes.filter { $0.status == .partlyFilled }.count
+        stillUnreadableChunks = outcomes.filter { $0.status == .stillUnreadable }.count
+        unreadableRemaining = result?.unreadableRemaining.flatMap { $0.isEmpty ? nil : $0 }
         self.bytesRead = bytesRead
         self.bytesSent = bytesSent
         bytesWritten = result?.bytesWritten ?? 0

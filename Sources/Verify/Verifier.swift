@@ -27,6 +27,12 @@ public enum Verifier {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
         try checkMedium(of: file, against: record)
+        // Ranges the source could not read at copy time: zeros stand there, and the image is not
+        // whole until a resend fills them.
+        let unreadableAtCopy = try ledger.unreadable(image: record.id)
+        // An image whose last unreadable range a resend filled has no whole-image SHA-256 yet:
+        // this full read computes it (and records it only if every chunk matches).
+        let computeDigest = record.sha256 == nil && unreadableAtCopy.isEmpty
         let run = try ledger.startRun(image: record.id, kind: .verify)
         return try ledger.recording(run) {
             // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
@@ -45,7 +51,7 @@ public enum Verifier {
             var bytesRead: UInt64 = 0
             let pump = ChunkPump(chunkSize: record.chunkSize)
             // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
-            _ = try pump.run(indices: Array(0..<readableChunks), fill: { slot in
+            let pass = try pump.run(indices: Array(0..<readableChunks), hasher: computeDigest ? SHA256Hasher() : nil, fill: { slot in
                 let want = geometry.length(of: slot.index)
                 let avail = Int(min(UInt64(want), readable - slot.offset))
                 do {
@@ -116,7 +122,12 @@ public enum Verifier {
                                         detail: "expected \(expectedSize) bytes, found \(actualSize)"))
             }
             let status: VerifyStatus = !corrupt.isEmpty || sizeChanged ? .corrupt : !transient.isEmpty ? .unstable
-                : cached.isEmpty ? .ok : .unverified
+                : !cached.isEmpty ? .unverified : !unreadableAtCopy.isEmpty ? .incomplete : .ok
+            var digestRecorded: String?
+            if status == .ok, computeDigest, let whole = pass.wholeDigest, mismatched.isEmpty, unreadable.isEmpty {
+                try ledger.recordDigest(image: record.id, sha256: whole)
+                digestRecorded = whole.hex
+            }
             try ledger.finishRun(run, image: record.id,
                                  Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode),
                                  findings: findings)
@@ -125,7 +136,8 @@ public enum Verifier {
                                 chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
                                 cachedChunks: cached.isEmpty ? nil : cached.sorted(),
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
-                                readMode: file.readMode, seconds: monotonicSeconds() - started, record: RecordSummary(record))
+                                readMode: file.readMode, seconds: monotonicSeconds() - started, record: RecordSummary(record),
+                                unreadableAtCopy: unreadableAtCopy.isEmpty ? nil : unreadableAtCopy, digestRecorded: digestRecorded)
         }
     }
 

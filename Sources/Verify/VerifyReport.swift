@@ -25,6 +25,9 @@ public enum VerifyStatus: String, Codable, Sendable {
     /// Every chunk matched, but some could only be read from memory (pages another process keeps
     /// mapped survived the cache drop, with O_DIRECT refused): not vouched for from the medium.
     case unverified
+    /// Every chunk matched, but the source could not read some bytes at copy time: zeros stand
+    /// there (`unreadableAtCopy`) until `ferry resend` fills them.
+    case incomplete
 
     /// How the ledger records a verify run with this verdict.
     public var runResult: RunResult {
@@ -33,6 +36,7 @@ public enum VerifyStatus: String, Codable, Sendable {
         case .corrupt: return .corrupt
         case .unstable: return .unstable
         case .unverified: return .unverified
+        case .incomplete: return .incomplete
         }
     }
 }
@@ -91,6 +95,12 @@ public struct VerifyReport: Codable, Sendable {
     /// The other end's record this report was checked against, when one was (set by the client
     /// of a remote verify).
     public var crossChecked: String?
+    /// Byte ranges the source could not read at copy time (zeros stand there), apart from any
+    /// damage found since; nil when there are none.
+    public var unreadableAtCopy: [ByteRange]?
+    /// The whole-image SHA-256 this verify computed and recorded: the image had none, because a
+    /// resend filled its last unreadable range after the copy.
+    public var digestRecorded: String?
 }
 
 extension BadRange {

@@ -59,7 +59,7 @@ public struct Conversation: Sendable {
             }
             switch (side, type) {
             case (.copySender, .retransmit), (.copySender, .checkpoint),
-                 (.copyReceiver, .checkpointAck),
+                 (.copyReceiver, .checkpointAck), (.copyReceiver, .unreadable),
                  (.verifyClient, .progress),
                  (.resendSource, .subBlocks),
                  (.resendDestination, .supplied):

@@ -12,6 +12,7 @@ public enum FrameType: UInt8, Sendable {
     case end = 0x14          // JSON End, sender -> receiver: no more chunks
     case result = 0x15       // JSON, the far side's outcome of the operation
     case progress = 0x16     // u64 bytes done, server -> client
+    case unreadable = 0x17   // UnreadableRanges, sender -> receiver, before its chunk: zeros stand there
     case log = 0x20          // UTF-8 text, shown as "remote: ..."
     case error = 0x21        // JSON WireError: the far side failed
     case subBlocks = 0x30    // resend: SubBlockDigests, destination -> source: send what differs
@@ -80,6 +81,48 @@ extension UnsafeRawBufferPointer {
 public func chunkIndex(_ v: UInt64, what: String) throws -> Int {
     guard v <= 1 << 40 else { throw FerryError(.wire, "the peer sent an impossible \(what) (\(v))") }
     return Int(v)
+}
+
+/// The body of an unreadable frame: the ranges of one chunk the source could not read, which it
+/// sends as zeros. u64 chunk index, then (u64 offset, u64 length) per range, in order.
+public struct UnreadableRanges: Equatable, Sendable {
+    public var chunk: UInt64
+    public var ranges: [ByteRange]
+    public static let maxRanges = 2048
+    public static let maxBody = 8 + maxRanges * 16
+
+    public init(chunk: UInt64, ranges: [ByteRange]) { (self.chunk, self.ranges) = (chunk, ranges) }
+
+    public func encode() -> [UInt8] {
+        var o = [UInt8]()
+        o.appendBE(chunk)
+        for r in ranges { o.appendBE(r.offset); o.appendBE(r.length) }
+        return o
+    }
+
+    /// Parses a body and checks that the ranges are non-empty, in order, apart, and inside
+    /// `window` (the chunk's bytes).
+    public static func decode(_ b: [UInt8], window: (UInt64) throws -> Range<UInt64>) throws -> UnreadableRanges {
+        guard b.count >= 24, (b.count - 8) % 16 == 0, b.count <= maxBody else {
+            throw FerryError(.wire, "an unreadable-ranges frame of \(b.count) bytes is malformed")
+        }
+        return try b.withUnsafeBytes { p in
+            let chunk = p.loadBE(UInt64.self, at: 0)
+            let w = try window(chunk)
+            var ranges: [ByteRange] = []
+            var at = 8
+            while at < b.count {
+                let r = ByteRange(offset: p.loadBE(UInt64.self, at: at), length: p.loadBE(UInt64.self, at: at + 8))
+                guard r.length > 0, r.offset >= w.lowerBound, r.offset <= w.upperBound, r.length <= w.upperBound - r.offset,
+                      ranges.last.map({ $0.end < r.offset }) ?? true else {
+                    throw FerryError(.wire, "unreadable range \(r.offset)+\(r.length) does not lie in order inside chunk \(chunk)")
+                }
+                ranges.append(r)
+                at += 16
+            }
+            return UnreadableRanges(chunk: chunk, ranges: ranges)
+        }
+    }
 }
 
 /// A u64 body (retransmit, checkpoint, progress).

@@ -20,6 +20,7 @@ public struct FrameHead: Equatable, Sendable {
         case .retransmit, .checkpoint, .checkpointAck, .progress: return 8
         case .hello, .end, .error, .supplied: return 64 << 10
         case .log: return 64 << 10
+        case .unreadable: return UnreadableRanges.maxBody
         case .ready, .request, .result: return 64 << 20
         // A chunk's sub-block hashes: 256 MiB chunks of 4 KiB blocks, 32 bytes each, plus 16.
         case .subBlocks: return 16 + (ChunkGeometry.maxChunkSize / 4096) * 32

@@ -49,7 +49,10 @@ public struct Ready: Codable, Sendable {
 public struct End: Codable, Sendable {
     public var size: UInt64
     public var chunks: Int
+    /// Over the bytes sent: zeros stand where the source could not read (see `unreadableBytes`).
     public var sha256: String
+    /// Bytes the source could not read and sent as zeros (nil: none).
+    public var unreadableBytes: UInt64?
     public init(size: UInt64, chunks: Int, sha256: String) { (self.size, self.chunks, self.sha256) = (size, chunks, sha256) }
 }
 
@@ -68,6 +71,8 @@ public struct TransferResult: Codable, Sendable {
     public var retransmissions: Int = 0
     public var zeroFrames: Int = 0
     public var io: String?
+    /// Bytes recorded unreadable at this end (nil: none).
+    public var unreadableBytes: UInt64?
     public init(host: String, ledger: String, imageId: Int64?, size: UInt64, sha256: String, listRoot: String,
                 chunks: Int, zeroChunks: Int) {
         (self.host, self.ledger, self.imageId, self.size, self.sha256) = (host, ledger, imageId, size, sha256)

@@ -62,6 +62,10 @@ public struct CopyRequest: Sendable, Equatable {
     public var verifyPrefix = false
     /// Seconds with no data moving after which the far side ends the session (nil: never).
     public var timeout: Double?
+    /// Pull: record unreadable source bytes instead of ending the copy, and how many more times
+    /// each is tried.
+    public var recordReadErrors = false
+    public var retries = 0
 
     public init(path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String, peer: String,
                 checkpointEvery: Int) {
@@ -147,6 +151,11 @@ extension Request {
             r.resumeCheckpoints = f.resume ? f.checkpoints : nil
             r.verifyPrefix = f.verifyPrefix ?? false
             r.timeout = try timeout(f.timeout)
+            r.recordReadErrors = f.onReadError == "record"
+            guard f.onReadError == nil || ["abort", "record"].contains(f.onReadError!), (0...100).contains(f.retries ?? 0) else {
+                throw FerryError(.wire, "the request's read-error policy is \(f.onReadError ?? "-") with \(f.retries ?? 0) retries")
+            }
+            r.retries = f.retries ?? 0
             return f.operation == .receive ? .receive(r) : .send(r)
         case .verify:
             return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, timeout: try timeout(f.timeout)))
@@ -193,6 +202,8 @@ struct RequestFrame: Codable {
     /// Optional, so a ferry that never sent them still decodes.
     var verifyPrefix: Bool?
     var timeout: Double?
+    var onReadError: String?
+    var retries: Int?
 
     init(_ r: Request) {
         switch r {
@@ -212,6 +223,8 @@ struct RequestFrame: Codable {
             checkpoints = c.resumeCheckpoints ?? []
             verifyPrefix = c.verifyPrefix ? true : nil
             timeout = c.timeout ?? 0
+            onReadError = c.recordReadErrors ? "record" : nil
+            retries = c.retries > 0 ? c.retries : nil
         case .verify(let v):
             (operation, path, ledger, imageId) = (.verify, v.path, v.ledger, v.imageId)
             timeout = v.timeout ?? 0

@@ -7,7 +7,12 @@ public struct ResendPlan: Codable, Sendable, Equatable {
         public var index: Int
         /// The chunk's hash as recorded when it was copied (the reference the repair must meet).
         public var sha256: String
-        public init(index: Int, sha256: String) { (self.index, self.sha256) = (index, sha256) }
+        /// Ranges of the chunk the source could not read at copy time (zeros in `sha256`): the
+        /// source tries them again and fills what now reads.
+        public var unreadable: [ByteRange]?
+        public init(index: Int, sha256: String, unreadable: [ByteRange]? = nil) {
+            (self.index, self.sha256, self.unreadable) = (index, sha256, unreadable)
+        }
 
         /// The recorded hash; a plan whose hash is not 64 hex digits is refused, never read as zero.
         public func digest() throws -> Digest {
@@ -22,6 +27,8 @@ public struct ResendPlan: Codable, Sendable, Equatable {
     public var chunks: [Chunk]
     public var host: String
     public var ledger: String
+    /// How many more times the source tries each unreadable range after its first try.
+    public var retries: Int?
     public init(imageId: Int64, transferId: String, chunkSize: Int, size: UInt64, subBlockSize: Int, chunks: [Chunk],
                 host: String, ledger: String) {
         (self.imageId, self.transferId, self.chunkSize, self.size, self.subBlockSize) = (imageId, transferId, chunkSize, size, subBlockSize)
@@ -31,13 +38,19 @@ public struct ResendPlan: Codable, Sendable, Equatable {
 
 /// The source side's word on one chunk, after its differing sub-blocks (if any) were sent.
 public struct ChunkSupplied: Codable, Sendable {
-    public enum Status: String, Codable, Sendable { case sent, refused }
+    public enum Status: String, Codable, Sendable {
+        case sent, refused
+        /// A chunk with unreadable ranges was read again: `sha256` is its hash with what now
+        /// reads in place, zeros still in `stillUnreadable`.
+        case filled
+    }
     public var chunk: Int
     public var status: Status
     public var blocks: Int
-    /// The source chunk's hash now (differs from the plan's only under --force).
+    /// The source chunk's hash now (differs from the plan's under --force, or when filled).
     public var sha256: String
     public var reason: String?
+    public var stillUnreadable: [ByteRange]?
     public init(chunk: Int, status: Status, blocks: Int, sha256: String, reason: String? = nil) {
         (self.chunk, self.status, self.blocks, self.sha256, self.reason) = (chunk, status, blocks, sha256, reason)
     }
@@ -78,13 +91,23 @@ public struct SubBlockDigests: Equatable, Sendable {
 /// The outcome of a resend, per chunk and in total (the destination side's result frame).
 public struct ResendResult: Codable, Sendable {
     public struct ChunkOutcome: Codable, Sendable {
-        public enum Status: String, Codable, Sendable { case repaired, forced, refused, failed }
+        public enum Status: String, Codable, Sendable {
+            case repaired, forced, refused, failed
+            /// Every byte unreadable at copy time now read at the source, written and checked.
+            case filled
+            /// Some of them now read and were written; the rest (`unreadable`) still do not.
+            case partlyFilled
+            /// None of them read yet; nothing changed.
+            case stillUnreadable
+        }
         public var index: Int
         public var status: Status
         public var attempts: Int
         public var blocksWritten: Int
         public var bytesWritten: UInt64
         public var reason: String?
+        /// The chunk's ranges still unreadable after this resend (filled and unreadable chunks).
+        public var unreadable: [ByteRange]?
         public init(index: Int, status: Status, attempts: Int, blocksWritten: Int, bytesWritten: UInt64, reason: String? = nil) {
             (self.index, self.status, self.attempts, self.blocksWritten, self.bytesWritten) = (index, status, attempts, blocksWritten, bytesWritten)
             self.reason = reason
@@ -99,6 +122,8 @@ public struct ResendResult: Codable, Sendable {
     public var bytesReread: UInt64
     /// How the destination read its chunks back (direct, or through a dropped cache).
     public var readMode: String?
+    /// Every range of the image still unreadable after this resend, from its ledger.
+    public var unreadableRemaining: [ByteRange]?
     public init(host: String, ledger: String, imageId: Int64, runId: Int64, chunks: [ChunkOutcome], bytesWritten: UInt64,
                 bytesReread: UInt64, readMode: String? = nil) {
         (self.host, self.ledger, self.imageId, self.runId, self.chunks) = (host, ledger, imageId, runId, chunks)

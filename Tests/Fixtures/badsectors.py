@@ -7,6 +7,9 @@ exposes IMAGE as MOUNTPOINT/disk.raw (read and write, same size); reading any by
 [START, END) fails with EIO until that range is written again, as a remapped sector would be.
 The byte at each flip OFFSET comes back inverted on the 1st, 3rd, 5th... read that covers it and
 right on the others (a weak sector, a flaky cable), until a write covers it.
+Writing IMAGE.bad (START:END ranges, space-separated; empty for none) replaces the failing
+ranges from the next read on: a disk that reads again after cooling, or fails elsewhere.
+Every read that fails is counted in IMAGE.failed-reads (one line each: OFFSET SIZE).
 Runs in the foreground until unmounted.
 """
 import errno
@@ -26,6 +29,19 @@ class BadSectors(Operations):
         self.bad = bad          # list of [start, end) ranges that fail reads
         self.flips = flips      # offset -> reads of it so far
         self.mutex = threading.Lock()
+        self.control = image + ".bad"
+        self.control_mtime = None
+        self.failed_log = image + ".failed-reads"
+
+    def reload(self):
+        try:
+            mtime = os.stat(self.control).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime != self.control_mtime:
+            self.control_mtime = mtime
+            with open(self.control) as f:
+                self.bad = [tuple(int(x) for x in r.split(":")) for r in f.read().split()]
 
     def getattr(self, path, fh=None):
         if path == "/":
@@ -46,8 +62,11 @@ class BadSectors(Operations):
 
     def read(self, path, size, offset, fh):
         with self.mutex:
+            self.reload()
             for start, end in self.bad:
                 if offset < end and offset + size > start:
+                    with open(self.failed_log, "a") as log:
+                        log.write("%d %d\n" % (offset, size))
                     raise FuseOSError(errno.EIO)
             data = bytearray(os.pread(fh, size, offset))
             for at in self.flips:

@@ -192,7 +192,7 @@ public final class DestinationWriter {
             try file.write(from: slot.buffer.pointer, count: slot.length, at: slot.offset)
         }
         bytesWritten += UInt64(slot.length)
-        try recorder?.add(index: slot.index, digest: slot.digest, zero: slot.isZero)
+        try recorder?.add(index: slot.index, digest: slot.digest, zero: slot.isZero, unreadable: slot.unreadable)
     }
 
     /// Writes a byte range that is not a whole pipeline chunk (resend's sub-blocks).
@@ -230,6 +230,8 @@ public final class DestinationWriter {
     }
 
     public var listRoot: Digest? { recorder?.listRoot }
+    /// Ranges written as zeros because the source could not read them.
+    public var unreadable: [ByteRange] { recorder?.unreadableRanges ?? [] }
 }
 
 extension DestinationWriter {

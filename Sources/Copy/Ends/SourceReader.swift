@@ -1,5 +1,14 @@
 import Chunks
+import Glibc
 import Ledger
+
+/// What a copy does when the source fails to read.
+public enum ReadErrorPolicy: String, Codable, Sendable, CaseIterable {
+    /// End the copy at the first unreadable byte (the default).
+    case abort
+    /// Narrow each failing read to the sector, write zeros there, record the range, go on.
+    case record
+}
 
 /// The reading end of a copy: reads the source once, in chunk order, and records what it read.
 public final class SourceReader {
@@ -24,7 +33,21 @@ public final class SourceReader {
     /// or refused (a pipe holding more than the user said).
     public let streamSize: UInt64?
 
-    public init(path: String, chunkSize: Int, asIs: Bool, expectedSize: UInt64? = nil) throws {
+    /// What a read error does: end the copy, or record the unreadable bytes and go on.
+    public let onReadError: ReadErrorPolicy
+    /// How many more times a rescue tries each unreadable range before recording it.
+    public let retries: Int
+    private var rescue: Rescue?
+    /// Bytes found unreadable so far, for the progress line.
+    public let unreadableBytes: ProgressCounter
+    /// Reads a rescue made, and how many of them failed.
+    public var rescueReads: (reads: Int, failed: Int) { (rescue?.reads ?? 0, rescue?.failedReads ?? 0) }
+
+    public init(path: String, chunkSize: Int, asIs: Bool, expectedSize: UInt64? = nil,
+                onReadError: ReadErrorPolicy = .abort, retries: Int = 0, unreadableBytes: ProgressCounter = ProgressCounter()) throws {
+        self.unreadableBytes = unreadableBytes
+        self.onReadError = onReadError
+        self.retries = retries
         file = try ImageFile.openForReading(path, direct: true)
         identity = DeviceIdentity.of(path)
         self.chunkSize = chunkSize
@@ -74,7 +97,21 @@ public final class SourceReader {
         } else {
             want = chunkSize
         }
-        let n = try file.read(into: slot.buffer.pointer, count: want, at: slot.offset)
+        let n: Int
+        if let rescue, rescue.knowsBad(in: slot.offset..<slot.offset + UInt64(want)) {
+            n = try rescueRead(slot, want: want)
+        } else {
+            do {
+                n = try file.read(into: slot.buffer.pointer, count: want, at: slot.offset)
+            } catch where Rescue.isMediumError(error) && file.size != nil {
+                guard onReadError == .record else {
+                    var e = error as! FerryError
+                    e.hint = (e.hint.map { $0 + "; " } ?? "") + "to copy everything that reads and record exactly what does not, run the copy again with --on-read-error=record"
+                    throw e
+                }
+                n = try rescueRead(slot, want: want)
+            }
+        }
         if let expected = streamSize, n < want {
             throw FerryError(.io, "the stream \(file.path == "-" ? "on stdin" : file.path) ended after \(slot.offset + UInt64(n)) bytes, before the \(expected) that --size promised",
                              hint: "the program producing it stopped early; nothing was marked complete, so copy again once it runs to the end")
@@ -86,9 +123,33 @@ public final class SourceReader {
         if slot.index == 0 && n > 0 && !asIs, let format = DiskImageFormat.detect(slot.buffer.bytes(min(n, 4096))) {
             throw FerryError(.refused, format.refusal(path: file.path))
         }
-        counted.add(n)
+        if slot.unreadable.isEmpty { counted.add(n) }
         return n
     }
+
+    /// Reads the chunk in `slot` around its unreadable sectors (zeros in their place) and notes
+    /// them in the slot, for both ends' records.
+    private func rescueRead(_ slot: ChunkSlot, want: Int) throws -> Int {
+        let r = rescue ?? Rescue(file: file, size: file.size!)
+        rescue = r
+        let before = r.bytesRead
+        var bad = try r.read(into: slot.buffer.pointer, count: want, at: slot.offset, retries: retries)
+        // One frame carries a chunk's ranges: past this many, the chunk's ranges become one (its
+        // readable bytes between them are zeroed too, and a resend reads them again).
+        if bad.count > Self.maxRangesPerChunk, let first = bad.first, let last = bad.last {
+            memset(slot.buffer.pointer + Int(first.offset - slot.offset), 0, Int(last.end - first.offset))
+            bad = [ByteRange(first.offset..<last.end)]
+        }
+        slot.unreadable = bad
+        counted.add(Int(r.bytesRead - before))
+        unreadableBytes.add(Int(ByteRange.total(bad)))
+        return want
+    }
+
+    public static let maxRangesPerChunk = 2048
+
+    /// Unreadable ranges recorded so far (this run and any resumed one).
+    public var unreadable: [ByteRange] { recorder?.unreadableRanges ?? [] }
 
     /// A stream read to its `--size`: a pipe must end there (more bytes mean the image is larger
     /// than the user said, and a copy cut short would lose them); a character device is endless.
@@ -109,6 +170,22 @@ public final class SourceReader {
         }
         let g = ChunkGeometry(size: size, chunkSize: chunkSize)
         let want = g.length(of: index)
+        let window = g.offset(of: index)..<g.offset(of: index) + UInt64(want)
+        let holes = ByteRange.clipped(unreadable, to: window)
+        if !holes.isEmpty {
+            // A chunk recorded with unreadable ranges is read again around them, zeros inside,
+            // exactly as it was recorded.
+            memset(buffer.pointer, 0, want)
+            var pos = window.lowerBound
+            for gap in holes + [ByteRange(window.upperBound..<window.upperBound)] {
+                if gap.offset > pos {
+                    let got = try file.readExact(into: buffer.pointer + Int(pos - window.lowerBound), count: Int(gap.offset - pos), at: pos).get()
+                    counted.add(got)
+                }
+                pos = gap.end
+            }
+            return want
+        }
         let n = try file.read(into: buffer.pointer, count: want, at: g.offset(of: index))
         counted.add(n)
         guard n == want else {
@@ -118,7 +195,7 @@ public final class SourceReader {
     }
 
     public func record(_ slot: ChunkSlot) throws {
-        try recorder?.add(index: slot.index, digest: slot.digest, zero: slot.isZero)
+        try recorder?.add(index: slot.index, digest: slot.digest, zero: slot.isZero, unreadable: slot.unreadable)
     }
 
     public func flush() throws { try recorder?.flush() }

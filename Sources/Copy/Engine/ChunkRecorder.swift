@@ -8,6 +8,9 @@ final class ChunkRecorder {
     let ledger: Ledger
     let image: Int64
     private var pending: [ChunkRow] = []
+    private var pendingUnreadable: [ByteRange] = []
+    /// Every range recorded unreadable so far (restored ones included).
+    private(set) var unreadable: [ByteRange] = []
     private var list = SHA256Hasher()
     private(set) var count = 0
     private(set) var zeroChunks = 0
@@ -31,16 +34,22 @@ final class ChunkRecorder {
         list = SHA256Hasher()
         for r in rows { list.update(r.digest); if r.zero { zeroChunks += 1 } }
         count = n
+        // Ranges past the resume point are read again.
+        guard let chunkSize = try ledger.image(image)?.chunkSize else { return }
+        try ledger.dropUnreadable(image: image, from: UInt64(n) * UInt64(chunkSize))
+        unreadable = try ledger.unreadable(image: image)
     }
 
-    func add(index: Int, digest: Digest, zero: Bool) throws {
-        try lock.withLock { _ in try addLocked(index: index, digest: digest, zero: zero) }
+    func add(index: Int, digest: Digest, zero: Bool, unreadable: [ByteRange] = []) throws {
+        try lock.withLock { _ in try addLocked(index: index, digest: digest, zero: zero, unreadable: unreadable) }
     }
 
-    private func addLocked(index: Int, digest: Digest, zero: Bool) throws {
+    private func addLocked(index: Int, digest: Digest, zero: Bool, unreadable ranges: [ByteRange]) throws {
         precondition(index == count, "chunks must be recorded in order")
         list.update(digest)
         pending.append(ChunkRow(index: index, digest: digest, zero: zero))
+        pendingUnreadable += ranges
+        unreadable += ranges
         count += 1
         if zero { zeroChunks += 1 }
         if pending.count >= Self.batch { try flushLocked() }
@@ -49,8 +58,9 @@ final class ChunkRecorder {
     func flush() throws { try lock.withLock { _ in try flushLocked() } }
 
     private func flushLocked() throws {
-        try ledger.recordChunks(image: image, pending)
+        try ledger.recordChunks(image: image, pending, unreadable: pendingUnreadable)
         pending.removeAll(keepingCapacity: true)
+        pendingUnreadable.removeAll()
     }
 
     /// The digest recorded for chunk `index`, while it is still in memory or in the ledger.
@@ -60,6 +70,7 @@ final class ChunkRecorder {
     }
 
     var listRoot: Digest { lock.withLock { _ in list.finalized() } }
+    var unreadableRanges: [ByteRange] { lock.withLock { _ in unreadable } }
 }
 
 /// One end's records of one copy in its ledger: the image, its chunk rows, and the copy run.
@@ -92,11 +103,13 @@ struct EndRecord {
     }
 
     /// Records the image complete with these digests, once its end is done (for a destination:
-    /// only after the final sync). Returns the hash-list root of its chunk rows.
+    /// only after the final sync). Returns the hash-list root of its chunk rows. An image with
+    /// unreadable ranges gets no whole-image SHA-256: `digest` covers zeros in their place.
     func complete(in ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
         try recorder.flush()
         let root = recorder.listRoot
-        try ledger.complete(image: imageId, size: size, sha256: digest, listRoot: root, chunkCount: recorder.count,
+        let whole = recorder.unreadableRanges.isEmpty ? digest : nil
+        try ledger.complete(image: imageId, size: size, sha256: whole, listRoot: root, chunkCount: recorder.count,
                             zeroChunks: recorder.zeroChunks)
         return root
     }

@@ -22,6 +22,11 @@ public enum Completion {
                              hint: "the destination was not marked complete; run the copy again with --resume")
         }
         let digest = result.wholeDigest!
+        let unreadable = ByteRange.total(destination.unreadable)
+        guard (end.unreadableBytes ?? 0) == unreadable else {
+            throw FerryError(.wire, "the sender says \(end.unreadableBytes ?? 0) bytes were unreadable but \(unreadable) arrived marked so",
+                             hint: "the destination was not marked complete; run the copy again with --resume")
+        }
         let match = end.sha256 == digest.hex
         let run = destination.copyRun
         let root: Digest
@@ -35,13 +40,14 @@ public enum Completion {
         var r = TransferResult(host: ledger.host, ledger: ledger.path, imageId: destination.imageId, size: size,
                                sha256: digest.hex, listRoot: root.hex, chunks: chunks,
                                zeroChunks: destination.zeroChunks)
+        r.unreadableBytes = unreadable > 0 ? unreadable : nil
         r.bytesWritten = destination.bytesWritten
         r.retransmissions = receiver.retransmissions
         r.zeroFrames = receiver.zeroFrames
         r.io = destination.file?.mode.rawValue
         if let run, let id = destination.imageId {
             try ledger.finishRun(run, image: id, Ledger.RunEnd(
-                result: match ? .ok : .mismatch, bytesWritten: destination.bytesWritten,
+                result: match ? (unreadable > 0 ? .incomplete : .ok) : .mismatch, bytesWritten: destination.bytesWritten,
                 readMode: destination.file?.mode.rawValue,
                 detail: CopyRunDetail(transferId: transferId, resumedFrom: start, retransmissions: receiver.retransmissions,
                                       zeroFrames: receiver.zeroFrames, farSha256: end.sha256).json))
@@ -64,10 +70,11 @@ public enum Completion {
         let size = UInt64(start) * UInt64(source.chunkSize) + result.bytes
         let digest = result.wholeDigest!
         let root = try source.complete(ledger: ledger, size: size, digest: digest)
-        let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size
+        let unreadable = ByteRange.total(source.unreadable)
+        let match = far.sha256 == digest.hex && far.listRoot == root.hex && far.size == size && (far.unreadableBytes ?? 0) == unreadable
         if let run = source.copyRun, let id = source.imageId {
             try ledger.finishRun(run, image: id, Ledger.RunEnd(
-                result: match ? .ok : .mismatch, bytesRead: source.bytesRead, bytesSent: bytesSent,
+                result: match ? (unreadable > 0 ? .incomplete : .ok) : .mismatch, bytesRead: source.bytesRead, bytesSent: bytesSent,
                 readMode: source.file.mode.rawValue,
                 detail: CopyRunDetail(transferId: transferId, resumedFrom: start, retransmissions: sender.retransmissions,
                                       zeroFrames: sender.zeroFrames, farSha256: far.sha256).json))

@@ -24,6 +24,10 @@ public final class WireReceiver: ChunkOrigin {
     public private(set) var retransmissions = 0
     public private(set) var zeroFrames = 0
     public private(set) var end: End?
+    /// Unreadable ranges announced for chunks not yet accepted.
+    private var pendingUnreadable: [Int: [ByteRange]] = [:]
+    /// Bytes the source could not read and sent as zeros, so far (for the progress line).
+    public var unreadableBytes = ProgressCounter()
     private lazy var talk = Conversation(.copyReceiver, peer: connection.peerName)
 
     public static let maxAttempts = 3
@@ -109,6 +113,18 @@ public final class WireReceiver: ChunkOrigin {
                 }
                 try readPayload(header, payloadLength, into: slot.buffer)
                 if try accept(header, slot: slot, length: raw, pump: pump) { return raw }
+            case .control(.unreadable, let body):
+                let chunkSize = UInt64(destination.chunkSize)
+                let u = try UnreadableRanges.decode(body) { chunk in
+                    let index = try chunkIndex(chunk, what: "chunk index")
+                    let start = UInt64(index) * chunkSize
+                    let end = expectedSize.map { min($0, start + chunkSize) } ?? start + chunkSize
+                    guard index >= want, start < end else {
+                        throw FerryError(.wire, "\(connection.peerName) sent unreadable ranges for chunk \(index), which is not ahead")
+                    }
+                    return start..<end
+                }
+                pendingUnreadable[Int(u.chunk)] = u.ranges
             case .control(.checkpointAck, let body):
                 let n = try chunkIndex(U64Body.decode(body), what: "checkpoint")
                 if let id = destination.imageId {
@@ -200,6 +216,14 @@ public final class WireReceiver: ChunkOrigin {
         }
         if let first = beforeFirstWrite { beforeFirstWrite = nil; try first() }
         slot.presetDigest = digest
+        if let ranges = pendingUnreadable.removeValue(forKey: Int(header.index)) {
+            // Zeros stand where the source could not read: anything else is not what it says.
+            guard ranges.allSatisfy({ $0.end <= slot.offset + UInt64(length) && isAllZero(p + Int($0.offset - slot.offset), Int($0.length)) }) else {
+                throw FerryError(.wire, "\(connection.peerName) marked ranges of chunk \(header.index) unreadable that hold data")
+            }
+            slot.unreadable = ranges
+            unreadableBytes.add(Int(ByteRange.total(ranges)))
+        }
         return true
     }
 }

@@ -49,7 +49,10 @@ public final class WireSender: ChunkTarget {
                                       startIndex: startIndex, hasher: hasher, checkpointEvery: checkpointEvery, progress: progress)
             try source.flush()
             let size = UInt64(startIndex) * UInt64(source.chunkSize) + result.bytes
-            try connection.sendJSON(.end, End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex))
+            var end = End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex)
+            let unreadable = ByteRange.total(source.unreadable)
+            end.unreadableBytes = unreadable > 0 ? unreadable : nil
+            try connection.sendJSON(.end, end)
         } catch {
             // Tell the receiver why, so it stops without marking anything complete.
             if let e = error as? FerryError, failure == nil, !e.fromPeer { connection.sendError(e) }
@@ -94,6 +97,10 @@ public final class WireSender: ChunkTarget {
         }
         let header = ChunkHeader(index: UInt64(slot.index), flags: flags, digest: slot.digest,
                                  rawLength: UInt32(slot.length), offset: slot.offset)
+        // The receiver records these ranges with the chunk: its zeros there are not the source's bytes.
+        if !slot.unreadable.isEmpty {
+            try connection.send(.unreadable, UnreadableRanges(chunk: UInt64(slot.index), ranges: slot.unreadable).encode())
+        }
         try connection.sendChunk(header, payload: payload)
     }
 

@@ -26,7 +26,9 @@ public enum RemoteCopy {
         let peer = "\(host):\(dst)"
         let prior = try Resume.unfinished(options.resume, role: .source, path: src, peer: peer, ledger: ledger)
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
-        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize)
+        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize,
+                                      onReadError: options.onReadError, retries: options.retries,
+                                      unreadableBytes: options.unreadableProgress)
         do {
             return try push(source, prior: prior, host: host, dst: dst, options: options, ledger: ledger, settings: settings,
                             progress: progress, started: started)
@@ -76,7 +78,7 @@ public enum RemoteCopy {
         let sent = try Completion.sending(sender: sender, source: source, ledger: ledger, result: result, start: start,
                                           far: far, transferId: transferId, bytesSent: conn.bytesSent)
         let size = sent.size
-        return CopyReport(
+        var report = CopyReport(
             source: CopyEndReport(path: src, host: nil, size: size, sha256: sent.digest.hex, imageId: source.imageId,
                                   ledger: ledger.path, io: source.file.mode.rawValue),
             destination: CopyEndReport(path: dst, host: host, size: far.size, sha256: far.sha256, imageId: far.imageId,
@@ -88,6 +90,8 @@ public enum RemoteCopy {
             retransmissions: sender.retransmissions,
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
+        report.noteUnreadable(source.unreadable, reads: source.rescueReads)
+        return report
     }
 
     static func pull(host: String, src: String, dst: String, options: CopyOptions, ledger: Ledger,
@@ -127,6 +131,8 @@ public enum RemoteCopy {
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
         request.verifyPrefix = options.verifyPrefix
         request.timeout = settings.timeout
+        request.recordReadErrors = options.onReadError == .record
+        request.retries = options.retries
         try conn.send(.request, Request.send(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
         try dest.open(expectedSize: ready.size, source: nil)
@@ -150,12 +156,13 @@ public enum RemoteCopy {
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger,
                                     checkpointEvery: options.checkpointEvery, expectedSize: ready.size,
                                     beforeFirstWrite: begin, log: Session.remoteLog)
+        receiver.unreadableBytes = options.unreadableProgress
         let result = try resumable { try receiver.run(startIndex: start, hasher: hasher, progress: progress) }
         let outcome = try Completion.receiving(receiver: receiver, destination: dest, ledger: ledger, result: result,
                                            start: start, transferId: transferId)
         try conn.sendJSON(.result, outcome.result)
         let end = receiver.end!
-        return CopyReport(
+        var report = CopyReport(
             source: CopyEndReport(path: src, host: host, size: end.size, sha256: end.sha256, imageId: nil,
                                   ledger: ready.ledger, io: ready.io),
             destination: CopyEndReport(path: dst, host: nil, size: outcome.result.size, sha256: outcome.result.sha256,
@@ -166,6 +173,8 @@ public enum RemoteCopy {
             bytesSent: conn.bytesReceived, zeroFrames: receiver.zeroFrames, retransmissions: receiver.retransmissions,
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
+        report.noteUnreadable(dest.unreadable, reads: nil)
+        return report
     }
 
     /// A copy that broke off after it started can continue from its last checkpoint: say so.

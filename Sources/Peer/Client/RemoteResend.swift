@@ -8,7 +8,8 @@ import Wire
 /// The client side of a resend with one end on another host.
 public enum RemoteResend {
     public static func run(source: Location, destination: Location, ledger: Ledger, imageId: Int64?, verifyFirst: Bool,
-                           subBlockSize: Int, force: Bool, settings: RemoteSettings, progress: ProgressCounter) throws -> ResendReport {
+                           subBlockSize: Int, force: Bool, retries: Int = RepairTarget.defaultRetries, settings: RemoteSettings,
+                           progress: ProgressCounter) throws -> ResendReport {
         let started = monotonicSeconds()
         switch (source, destination) {
         case (.local(let src), .remote(let host, let dst)):
@@ -28,7 +29,9 @@ public enum RemoteResend {
                 return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: nil, bytesRead: 0,
                                     bytesSent: 0, verify: verify, seconds: monotonicSeconds() - started)
             }
-            let supplier = try RepairSource(connection: conn, path: src, plan: ready.plan, ledger: ledger, force: force)
+            var plan = ready.plan
+            plan.retries = retries
+            let supplier = try RepairSource(connection: conn, path: src, plan: plan, ledger: ledger, force: force)
             supplier.log = Session.remoteLog
             let result = try supplier.serve()
             return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: result,
@@ -37,7 +40,7 @@ public enum RemoteResend {
         case (.remote(let host, let src), .local(let dst)):
             // The damaged destination is here: plan from our ledger, the far side supplies.
             let target = try RepairTarget.prepare(path: dst, ledger: ledger, imageId: imageId, verifyFirst: verifyFirst,
-                                                  subBlockSize: subBlockSize, progress: progress)
+                                                  subBlockSize: subBlockSize, retries: retries, progress: progress)
             if target.nothingToRepair {
                 return ResendReport(source: source.display, destination: dst, plan: target.plan, result: nil, bytesRead: 0,
                                     bytesSent: 0, verify: target.verifyReport, seconds: monotonicSeconds() - started)

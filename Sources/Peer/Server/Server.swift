@@ -106,7 +106,8 @@ public enum Server {
 
     /// Pull: read the image at `request.path` and send it.
     static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
-        let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs)
+        let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs,
+                                      onReadError: request.recordReadErrors ? .record : .abort, retries: request.retries)
         do {
             try send(request, from: source, conn: conn, ledger: ledger, log: log)
         } catch {
