@@ -166,11 +166,14 @@ public final class Rescue {
     /// distances until one reads, then halves the gap between the last bad and the first good one.
     private func stretchEnd(from first: UInt64, badEnd: UInt64, probeLimit: UInt64) throws -> UInt64 {
         let s = UInt64(sector)
+        // The last sector before the limit: a skip that would pass it probes there instead, so
+        // good bytes near the end are never written off unread.
+        let lastSector = alignDown(probeLimit - 1)
         var lastBad = first
         var step = s
         while true {
-            let probe = lastBad + step
-            if probe >= probeLimit { return probeLimit }
+            let probe = min(lastBad + step, lastSector)
+            if probe <= lastBad { return probeLimit }
             let n = Int(min(s, probeLimit - probe))
             if try attempt(scratch.pointer, n, probe) == .read {
                 var badAt = lastBad, good = probe

@@ -58,6 +58,8 @@ struct LedgerCommand: ParsableCommand {
             var image: ImageRecord
             var peer: ImageRecord?
             var runs: [RunWithFindings]
+            /// Ranges the source could not read at copy time and no resend has filled.
+            var unreadable: [ByteRange]
         }
         struct RunWithFindings: Encodable {
             var run: RunRecord
@@ -72,8 +74,9 @@ struct LedgerCommand: ParsableCommand {
                 }
                 let runs = try ledger.runs(image: id).map { RunWithFindings(run: $0, findings: try ledger.findings(run: $0.id)) }
                 let peer = try image.peerImageId.flatMap { try ledger.image($0) }
+                let unreadable = try ledger.unreadable(image: id)
                 if json {
-                    Output.stdout(Output.json(Shown(image: image, peer: peer, runs: runs)))
+                    Output.stdout(Output.json(Shown(image: image, peer: peer, runs: runs, unreadable: unreadable)))
                     return .ok
                 }
                 var lines = [
@@ -84,7 +87,7 @@ struct LedgerCommand: ParsableCommand {
                     "  kind        \(image.kind.rawValue)",
                     "  size        \(image.size.map { "\($0) bytes (\(Output.bytes($0)))" } ?? "unknown")",
                     "  chunk size  \(image.chunkSize) (\(image.chunkCount.map(String.init) ?? "?") chunks, \(image.zeroChunks) zero)",
-                    "  sha256      \(image.sha256 ?? "-")",
+                    "  sha256      \(image.sha256 ?? (unreadable.isEmpty ? "-" : "- (some source bytes were unreadable)"))",
                     "  list root   \(image.listRoot ?? "-")",
                     "  transfer    \(image.transferId)",
                     "  created     \(image.createdAt)" + (image.completedAt.map { ", completed \($0)" } ?? ""),
@@ -93,6 +96,15 @@ struct LedgerCommand: ParsableCommand {
                 if let peer { lines.append("  other end   image \(peer.id): \(Output.printable(peer.path))") }
                 else if let p = image.peer { lines.append("  other end   \(Output.printable(p))") }
                 if image.names.count > 1 { lines.append("  names       " + image.names.map(Output.printable).joined(separator: "\n              ")) }
+                if !unreadable.isEmpty {
+                    let g = ChunkGeometry(size: image.size ?? 0, chunkSize: image.chunkSize)
+                    lines.append("  unreadable  \(unreadable.count) range(s), \(Output.bytes(ByteRange.total(unreadable))): the source could not read them at copy time; zeros stand there, and the hashes of the chunks holding them cover those zeros (incomplete chunks)")
+                    for r in unreadable {
+                        let first = Int(r.offset / UInt64(image.chunkSize)), last = Int((r.end - 1) / UInt64(image.chunkSize))
+                        lines.append("              \(r) (\(Output.bytes(r.length))), " + (first == last ? "chunk \(first)" : "chunks \(first)-\(last)")
+                            + (last >= g.count ? " (past the end)" : ""))
+                    }
+                }
                 for r in runs {
                     var parts: [String] = []
                     if r.run.bytesRead > 0 || r.run.kind == .verify {
@@ -125,6 +137,7 @@ struct LedgerCommand: ParsableCommand {
         var chunkSize: Int
         var sha256: String?
         var listRoot: String?
+        var unreadable: [ByteRange]
     }
 
     struct Export: ParsableCommand {
@@ -146,7 +159,8 @@ struct LedgerCommand: ParsableCommand {
                     // Streamed, not built whole: a 2 TB image at 64K chunks has 32 million rows.
                     let head = ExportHead(image: image.id, path: image.path, host: image.host, role: image.role.rawValue,
                                           complete: image.complete, size: image.size, chunkSize: image.chunkSize,
-                                          sha256: image.sha256, listRoot: image.listRoot)
+                                          sha256: image.sha256, listRoot: image.listRoot,
+                                          unreadable: try ledger.unreadable(image: id))
                     out = String(Output.json(head).dropLast()) + ",\"chunks\":["
                 }
                 var first = true

@@ -138,7 +138,7 @@ struct ResendCommand: ParsableCommand {
         }
         lines.append("repaired \(r.repairedChunks + r.forcedChunks + r.filledChunks + r.partlyFilledChunks) of \(r.chunks.count) chunks in \(String(format: "%.1f", r.seconds)) s: "
             + (r.bytesRead.map { "read \(Output.bytes($0)) at the source, " } ?? "") + "sent \(Output.bytes(r.bytesSent)), wrote \(Output.bytes(r.bytesWritten))")
-        if r.failedChunks == 0 && r.refusedChunks == 0 {
+        if r.failedChunks == 0 && r.refusedChunks == 0 && r.chunks.contains(where: { [.repaired, .forced, .filled, .partlyFilled].contains($0.status) }) {
             lines.append("every repaired chunk was read back from the medium and matches the ledger" + (r.readMode.map { " (read \($0))" } ?? ""))
         }
         return lines.joined(separator: "\n")

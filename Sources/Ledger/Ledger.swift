@@ -212,10 +212,10 @@ public final class Ledger {
     }
 
     /// The byte ranges the source could not read when this image was copied (and no resend has
-    /// filled since), in order.
+    /// filled since), in order, with ranges that touch merged (rows are kept per chunk).
     public func unreadable(image: Int64) throws -> [ByteRange] {
-        try db.prepare("SELECT offset, length FROM unreadable WHERE image_id = ? ORDER BY offset")
-            .rows([.int(image)]) { ByteRange(offset: UInt64($0.int(0)), length: UInt64($0.int(1))) }
+        ByteRange.merged(try db.prepare("SELECT offset, length FROM unreadable WHERE image_id = ? ORDER BY offset")
+            .rows([.int(image)]) { ByteRange(offset: UInt64($0.int(0)), length: UInt64($0.int(1))) })
     }
 
     /// Forgets unreadable ranges at or past `offset` (a resumed copy reads them again).

@@ -51,9 +51,12 @@ public struct RecordSummary: Codable, Sendable, Equatable {
 
     /// Refuses a far record that disagrees with `local`, this host's record of the same copy.
     public func check(against local: ImageRecord, far: String, ledger: String) throws {
-        guard let mine = local.sha256, let theirs = sha256 else { return }
+        // One end without a whole-image digest was rewritten on purpose (resend --force) and the
+        // other not: nothing to compare. Both without one (a rescue copy, filled by resend on both
+        // ends) still share their list root and size.
+        guard (local.sha256 == nil) == (sha256 == nil) else { return }
         var differences: [String] = []
-        if mine != theirs { differences.append("sha256 \(theirs) there, \(mine) here") }
+        if let mine = local.sha256, let theirs = sha256, mine != theirs { differences.append("sha256 \(theirs) there, \(mine) here") }
         if local.listRoot != listRoot { differences.append("list root \(listRoot ?? "none") there, \(local.listRoot ?? "none") here") }
         if local.size != size { differences.append("size \(size ?? 0) there, \(local.size ?? 0) here") }
         guard !differences.isEmpty else { return }

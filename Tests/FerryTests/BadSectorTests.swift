@@ -6,30 +6,17 @@ import XCTest
 /// written again. The unreadable range lies in a zero chunk: zeros standing in for it would hash
 /// like the recorded chunk, and a careless verify would call it OK.
 final class BadSectorTests: FerryTestCase {
-    private var fuse: Background?
-    private var mountPoint: String?
+    private var disk: BadSectorDisk?
 
     override func tearDownWithError() throws {
-        if let m = mountPoint { _ = try? runProcess(["/usr/bin/env", "umount", m], in: scratch) }
-        if let f = fuse { f.signal(SIGTERM); _ = f.wait(timeout: 10) }
+        disk?.unmount()
         try super.tearDownWithError()
     }
 
     private func mountBadSectors(image: String, bad: [Range<Int>], flips: [Int] = []) throws -> String {
-        let probe = try runProcess(["/usr/bin/python3", "-c", "import fusepy"], in: scratch)
-        guard probe.status == 0, exists("/dev/fuse") else {
-            try skipUnlessRequired("FUSE is not available (Debian's python3-fusepy for /usr/bin/python3, libfuse2, /dev/fuse; `make test-deps`): \(probe.summary)")
-        }
-        let mnt = scratch.file("mnt")
-        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-        fuse = try start(["/usr/bin/python3", TestPaths.fixture("badsectors.py"), image, mnt]
-                         + bad.map { "\($0.lowerBound):\($0.upperBound)" } + flips.map { "flip:\($0)" }, in: scratch)
-        for _ in 0..<200 where !exists(mnt + "/disk.raw") { usleep(25_000) }
-        guard exists(mnt + "/disk.raw") else {
-            try skipUnlessRequired("the FUSE file system did not come up: \(fuse!.wait(timeout: 5).summary)")
-        }
-        mountPoint = mnt
-        return mnt + "/disk.raw"
+        let d = try BadSectorDisk(image: image, bad: bad, flips: flips, in: scratch)
+        disk = d
+        return d.path
     }
 
     func testUnreadableZeroChunkIsNeverOKAndResendRewritesIt() throws {

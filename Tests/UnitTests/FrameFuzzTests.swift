@@ -334,6 +334,17 @@ enum FrameFuzz {
                 if U64Body.encode(v) != body { throw Violation("a u64 body does not re-encode to its bytes") }
                 _ = try chunkIndex(v, what: "chunk count")
             }
+        case .unreadable:
+            expect("UnreadableRanges.decode") {
+                let u = try UnreadableRanges.decode(body) { chunk in
+                    let start = chunk.multipliedReportingOverflow(by: 1 << 20)
+                    guard !start.overflow, start.partialValue <= UInt64.max - (1 << 20) else {
+                        throw FerryError(.wire, "chunk \(chunk) is past any image")
+                    }
+                    return start.partialValue..<start.partialValue + (1 << 20)
+                }
+                if u.encode() != body { throw Violation("unreadable ranges do not re-encode to their bytes") }
+            }
         case .log:
             _ = String(decoding: body, as: UTF8.self)
         case .chunk:

@@ -47,6 +47,28 @@ final class PureFunctionTests: XCTestCase {
         XCTAssertThrowsError(try bytes.dropLast().withUnsafeBytes { try ChunkHeader.decode(UnsafeRawBufferPointer($0)) })
     }
 
+    func testUnreadableRangesRoundTripAndStayInsideTheirChunk() throws {
+        let window: (UInt64) throws -> Range<UInt64> = { c in (c * 65536)..<(c * 65536 + 65536) }
+        let good = UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 3 * 65536, length: 512), ByteRange(offset: 3 * 65536 + 4096, length: 61440)])
+        XCTAssertEqual(try UnreadableRanges.decode(good.encode(), window: window), good)
+        let bad: [(UnreadableRanges, String)] = [
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 2 * 65536, length: 512)]), "before its chunk"),
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 3 * 65536 + 65024, length: 1024)]), "past its chunk"),
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 3 * 65536, length: 0)]), "empty"),
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 3 * 65536 + 512, length: 512), ByteRange(offset: 3 * 65536, length: 512)]), "out of order"),
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: 3 * 65536, length: 1024), ByteRange(offset: 3 * 65536 + 512, length: 512)]), "overlapping"),
+            (UnreadableRanges(chunk: 3, ranges: [ByteRange(offset: UInt64.max - 10, length: 20)]), "wrapping"),
+        ]
+        for (frame, what) in bad {
+            XCTAssertThrowsError(try UnreadableRanges.decode(frame.encode(), window: window), what)
+        }
+        XCTAssertThrowsError(try UnreadableRanges.decode(Array(good.encode().dropLast()), window: window), "cut short")
+        XCTAssertThrowsError(try UnreadableRanges.decode(Array(good.encode().prefix(8)), window: window), "no range")
+        XCTAssertEqual(ByteRange.merged([ByteRange(offset: 10, length: 5), ByteRange(offset: 0, length: 10), ByteRange(offset: 20, length: 1)]),
+                       [ByteRange(offset: 0, length: 15), ByteRange(offset: 20, length: 1)])
+        XCTAssertEqual(ByteRange.clipped([ByteRange(offset: 0, length: 100)], to: 50..<60), [ByteRange(offset: 50, length: 10)])
+    }
+
     func testSubBlockDigestsRoundTripAndRejectsGarbage() throws {
         let s = SubBlockDigests(chunk: 7, blockSize: 65536, digests: [Digest.sha256([1]), .zero, Digest.sha256([2])])
         XCTAssertEqual(try SubBlockDigests.decode(s.encode()), s)

@@ -70,7 +70,7 @@ final class ChunkRecorder {
     }
 
     var listRoot: Digest { lock.withLock { _ in list.finalized() } }
-    var unreadableRanges: [ByteRange] { lock.withLock { _ in unreadable } }
+    var unreadableRanges: [ByteRange] { lock.withLock { _ in ByteRange.merged(unreadable) } }
 }
 
 /// One end's records of one copy in its ledger: the image, its chunk rows, and the copy run.
