@@ -25,6 +25,21 @@ struct CopyCommand: ParsableCommand {
             lock on its open file description, a block device by an exclusive open. A second \
             ferry copy, resume or resend onto it is refused (exit 5) before it changes a byte.
 
+            A FAILING SOURCE: by default a read error ends the copy (exit 4). With \
+            --on-read-error=record ferry reads around it as ddrescue does on its first pass: a \
+            failing read is halved down to the device's logical sector (a page for a file), so \
+            every byte before the first bad sector is kept; from there it probes single sectors \
+            at doubling distances and halves the last gap, so a long bad stretch costs a few dozen \
+            failed reads and its edges are exact to the sector. No sector is retried on this pass \
+            unless --retries asks. Zeros are written for what did not read; both ledgers record \
+            the ranges with the chunks that hold them (whose hashes cover those zeros); no \
+            whole-image SHA-256 is claimed; the copy finishes with exit 1 and lists the ranges \
+            (`source.unreadableRanges` with --json). `ferry verify` reports them as unreadable at \
+            copy time, and `ferry resend SRC DST` tries exactly them again later (after the disk \
+            cooled, was reseated, or from the other half of a mirror named as SRC). Readable \
+            sectors inside a stretch that the skips jumped over are recorded too; the resend \
+            finds them.
+
             A source that starts with a VDI, qcow2, VMDK, VHD or VHDX header is refused: copy the \
             raw disk inside it (qemu-nbd --read-only -c /dev/nbd0 disk.vdi; ferry copy /dev/nbd0 ...), \
             or pass --as-is.
@@ -35,6 +50,7 @@ struct CopyCommand: ParsableCommand {
               some-producer | ferry copy - out.raw
               ferry copy /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
               ferry copy --resume /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+              ferry copy --on-read-error=record /dev/sdb root@pve:/dev/zvol/rpool/data/vm-101-disk-0
             """
     )
 

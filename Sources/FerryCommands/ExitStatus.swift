@@ -38,7 +38,8 @@ public enum ExitStatus: Int32, CaseIterable {
         0    success: the copy completed and both ends agree, or verify found every chunk intact.
         1    data is not intact: verify found corrupt chunks or a size change, or a copy's two ends \
         computed different digests (a resend that leaves chunks bad exits 8, or 5 when the source \
-        refused them).
+        refused them); or some source bytes could not be read (a copy with --on-read-error=record, \
+        a verify of its image, a resend that left some of them unreadable).
         3    not found: a path, a ledger record or an image to verify does not exist.
         4    I/O error reading or writing an image.
         5    refused: ferry declined to do something unsafe (destination mounted or too small, \

@@ -25,6 +25,14 @@ struct ResendCommand: ParsableCommand {
             disk) and the exit status is 8. The run is recorded in the destination's ledger and \
             the findings it answered are marked repaired, so a following `ferry verify` is clean.
 
+            Ranges a copy with --on-read-error=record could not read are always part of the plan, \
+            with or without a verify. The source reads each such chunk again, trying the ranges \
+            1 + --retries times; the bytes that did read at copy time must read the same (else \
+            the chunk is refused, exit 5). What now reads is sent, written and read back; both \
+            ledgers take the chunk's new hash and keep only the ranges that still fail. While \
+            any remain the exit status is 1. When the last is filled, the chunk hashes are final \
+            and the next `ferry verify` computes the whole-image SHA-256.
+
             Either SRC or DST may be [user@]host:path (the same transport as `ferry copy`).
 
             AUDIT, THEN REPAIR:

@@ -31,7 +31,14 @@ struct VerifyCommand: ParsableCommand {
             not the medium, and the verdict is UNVERIFIED (exit 5) rather than OK. On tmpfs memory \
             is the medium.
 
-            Exit status: 0 when every chunk matched, 1 when corruption, an unstable chunk or a size change was found, \
+            An image copied with --on-read-error=record holds zeros where its source could not be \
+            read. Verify lists those ranges as "unreadable at copy time", apart from any damage \
+            found since, and the verdict is INCOMPLETE (exit 1) until `ferry resend` fills them. \
+            When a resend filled the last of them, the image had no whole-image SHA-256 (none was \
+            ever computed over its real bytes): the next verify whose every chunk matches \
+            computes it and records it in the ledger, and says so.
+
+            Exit status: 0 when every chunk matched, 1 when corruption, an unstable chunk, a size change or ranges unreadable at copy time were found, \
             5 when chunks could only be read from memory, \
             other values for errors (see ferry(1)).
 

@@ -11,7 +11,10 @@ final class RescueTests: FerryTestCase {
     private static let M = 1 << 20
     private static let page = 4096
 
+    private var loop: String?
+
     override func tearDownWithError() throws {
+        if let loop { _ = try? runProcess(["/usr/bin/env", "losetup", "-d", loop], in: scratch) }
         disk?.unmount()
         try super.tearDownWithError()
     }
@@ -160,6 +163,50 @@ final class RescueTests: FerryTestCase {
         let (v4, _) = try verify(dst)
         XCTAssertEqual(v4.status, 0, v4.summary)
         XCTAssertNil(try json(v4)["digestRecorded"], "the digest is recorded once")
+    }
+
+    /// A block device (a read-only loop device over the failing disk, 512-byte logical sectors)
+    /// has its ranges recorded to the sector.
+    func testOnABlockDeviceTheRangesAreExactToTheSector() throws {
+        let (original, image) = try makeSource()
+        let d = try BadSectorDisk(image: image, bad: [Self.A, Self.C], in: scratch)
+        disk = d
+        let r = try runProcess(["/usr/bin/env", "losetup", "-f", "--show", "-r", "--sector-size", "512", d.path], in: scratch)
+        let dev = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard r.status == 0, dev.hasPrefix("/dev/") else {
+            try skipUnlessRequired("cannot attach a loop device (needs root and /dev/loop-control): \(r.summary)")
+        }
+        loop = dev
+        let dst = scratch.file("dst.raw")
+        let copied = try ferry(["copy", dev, dst, "--on-read-error=record", "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(copied.status, 1, copied.summary)
+        func sectors(_ r: Range<Int>) -> Range<Int> { (r.lowerBound / 512 * 512)..<((r.upperBound + 511) / 512 * 512) }
+        let expected = [Self.A, Self.C].map(sectors)
+        XCTAssertEqual(ranges((try json(copied)["source"] as? [String: Any])?["unreadableRanges"]), expected, copied.out)
+        try assertHolds(dst, original, zerosIn: expected)
+    }
+
+    /// An interrupted rescue copy resumes with the ranges found before its checkpoint kept, and
+    /// the chunks holding them re-read around them (not failing on them) by the resume's checks.
+    func testAnInterruptedRescueCopyResumesAndKeepsItsRanges() throws {
+        let (original, image) = try makeSource()
+        let d = try BadSectorDisk(image: image, bad: [Self.A, Self.B, Self.C, Self.D], in: scratch)
+        disk = d
+        let dst = scratch.file("dst.raw")
+        let args = ["copy", d.path, dst, "--on-read-error=record", "--checkpoint", "1M", "--json", "--progress", "none", "--ledger", ledger]
+        let full = try runProcess([TestPaths.ferry] + args, in: scratch, env: ["FERRY_FAULTS": "pwrite:ENOSPC:from=\(10 * Self.M)"])
+        XCTAssertEqual(full.status, 4, full.summary)
+        let r = try ferry(args + ["--resume", "--verify-prefix"])
+        XCTAssertEqual(r.status, 1, r.summary)
+        let report = try json(r)
+        XCTAssertNotNil(report["resumedFromChunk"] as? Int, r.out)
+        XCTAssertEqual(ranges((report["source"] as? [String: Any])?["unreadableRanges"]), Self.expected, r.out)
+        try assertHolds(dst, original, zerosIn: Self.expected)
+        let dstId = try XCTUnwrap((report["destination"] as? [String: Any])?["imageId"] as? Int)
+        XCTAssertEqual(try recordedUnreadable(dstId), Self.expected)
+        let (v, _) = try verify(dst)
+        XCTAssertEqual(v.status, 1, v.summary)
+        XCTAssertEqual(try json(v)["status"] as? String, "incomplete")
     }
 
     /// A long bad stretch costs a few dozen failed reads, not one per page, and its edges are exact.

@@ -149,7 +149,9 @@ public final class SourceReader {
     public static let maxRangesPerChunk = 2048
 
     /// Unreadable ranges recorded so far (this run and any resumed one).
-    public var unreadable: [ByteRange] { recorder?.unreadableRanges ?? [] }
+    public var unreadable: [ByteRange] { recorder?.unreadableRanges ?? resumedUnreadable }
+    /// A resume's ranges from the interrupted run, for its checks before the record is re-attached.
+    var resumedUnreadable: [ByteRange] = []
 
     /// A stream read to its `--size`: a pipe must end there (more bytes mean the image is larger
     /// than the user said, and a copy cut short would lose them); a character device is endless.

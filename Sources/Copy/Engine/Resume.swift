@@ -138,6 +138,8 @@ extension SourceReader {
             stampHolds = true
             lines.append("source unchanged since the copy began (same file, size, mtime and ctime)")
         }
+        // Chunks the interrupted run could not read in full are re-read around the same ranges.
+        resumedUnreadable = try ledger.unreadable(image: image.id).filter { $0.offset < UInt64(n) * UInt64(image.chunkSize) }
         let (h, line) = try Resume.restore(ledger: ledger, image: image, at: n, what: "source",
                                            indices: Resume.indices(before: n, all: verifyPrefix, sampled: !stampHolds)) {
             try readChunk($0, into: $1)
