@@ -21,7 +21,7 @@ BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 DEB_PACKAGES := dpkg-dev lintian
 TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2 python3-fusepy
 
-.PHONY: all build deps deb-deps test-deps test fuzz deb demo bench install man clean
+.PHONY: all build deps deb-deps test-deps test fuzz deb demo bench bench-rescue install man clean
 
 all: build
 
@@ -67,6 +67,11 @@ demo: build
 
 bench: test-deps build
 	@sh bench/run.sh $(CURDIR)/$(BIN)
+
+# A rescue copy over a FUSE disk with a bad stretch of 100 bytes, 1 MiB and 64 MiB: time, failed
+# reads, and the recorded ranges against the truly bad bytes (needs root for FUSE).
+bench-rescue: test-deps build
+	@sh bench/rescue.sh $(CURDIR)/$(BIN)
 
 # The plugin builds ferry its own way: in a scratch path of its own, so the static release
 # binary in .build/release is left as `make build` made it.

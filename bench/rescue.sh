@@ -24,12 +24,14 @@ run() {  # label start end
     t0=$(date +%s.%N)
     "$FERRY" copy --on-read-error=record --json --progress none --ledger "$W/l.db" "$W/mnt/disk.raw" "$W/out.raw" > "$W/out.json" || true
     t1=$(date +%s.%N)
-    failed=$(wc -l < "$W/img.raw.failed-reads" 2>/dev/null || echo 0)
+    failed=0
+    [ -e "$W/img.raw.failed-reads" ] && failed=$(wc -l < "$W/img.raw.failed-reads")
     ranges=$(python3 -c "import json,sys; d=json.load(open('$W/out.json')); print(' '.join('%d+%d' % (r['offset'], r['length']) for r in d['source'].get('unreadableRanges', [])))")
     printf '%-28s %8.2f s  failed reads %5s  truly bad %d+%d  recorded %s\n' "$1" "$(echo "$t1 - $t0" | bc)" "$failed" "$2" "$(($3 - $2))" "$ranges"
 }
-echo "ferry $("$FERRY" --version 2>/dev/null || echo '?'), $MIB MiB source on a FUSE disk, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "ferry $("$FERRY" --version 2>/dev/null | tr '\n' ' '), $MIB MiB source on a FUSE disk, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 run "no bad bytes"          0 0
-run "100 bytes"             $((100 << 20)) $((100 << 20 + 100))
-run "1 MiB (unaligned)"     $((100 << 20 + 12345)) $((101 << 20 + 12345))
-run "64 MiB (unaligned)"    $((100 << 20 + 12345)) $((164 << 20 + 12345))
+M=1048576
+run "100 bytes"             $((100 * M + 5000)) $((100 * M + 5100))
+run "1 MiB (unaligned)"     $((100 * M + 12345)) $((101 * M + 12345))
+run "64 MiB (unaligned)"    $((100 * M + 12345)) $((164 * M + 12345))
