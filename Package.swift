@@ -22,12 +22,14 @@ let package = Package(
         .target(name: "Chunks", dependencies: ["CCrypto", "CSys"]),
         // The SQLite ledger: the only importer of CSQLite.
         .target(name: "Ledger", dependencies: ["CSQLite", "Chunks"]),
+        // ZFS: where an image lives in a pool, and the snapshots and clones ferry takes (the zfs command).
+        .target(name: "ZFS", dependencies: ["Chunks"]),
         // Wire protocol: frames, codec, handshake; the only importer of CZstd.
         .target(name: "Wire", dependencies: ["Chunks", "CZstd"]),
         // Copy engine: read once, hash, send or write, record; resume points; both wire ends.
-        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire"]),
+        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire", "ZFS"]),
         // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
-        .target(name: "Verify", dependencies: ["Chunks", "Ledger"]),
+        .target(name: "Verify", dependencies: ["Chunks", "Ledger", "ZFS"]),
         // Resend: plan from a verify, move only the differing sub-blocks, read the repair back.
         .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify"]),
         // The ssh peer: Transport (the remote shell), Client (one call per operation), Server
@@ -35,13 +37,13 @@ let package = Package(
         .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "Resend"]),
         // Command-line commands (a library so tests can import it).
         .target(name: "FerryCommands", dependencies: [
-            "Chunks", "Ledger", "Copy", "Verify", "Resend", "Peer",
+            "Chunks", "Ledger", "Copy", "Verify", "Resend", "Peer", "ZFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "ferry", dependencies: ["FerryCommands"]),
         // Behaviour tests: the real binary against real files, devices, sshd and ledgers.
         .testTarget(name: "FerryTests", dependencies: ["Chunks", "Ledger", "Wire", "Peer", "FerryCommands"]),
         // Unit tests of the pure parts: the frame parser (from fixtures), codecs, plans, parsing.
-        .testTarget(name: "UnitTests", dependencies: ["Chunks", "Wire", "Copy", "Verify", "Resend", "Peer"]),
+        .testTarget(name: "UnitTests", dependencies: ["Chunks", "Wire", "Copy", "Verify", "Resend", "Peer", "ZFS"]),
     ]
 )

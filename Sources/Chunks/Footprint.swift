@@ -170,6 +170,28 @@ public struct Footprint: Sendable {
         let dir = "/proc/\(pid)/fd"
         return entries(dir).compactMap { realPath(dir + "/" + $0) }.filter { $0.hasPrefix("/") }
     }
+
+    /// Other processes that have `path` open (a VM holding its disk), as "pid N (name)". A
+    /// block device is matched by its device number, a file by its real path. Processes this
+    /// user cannot look into are not seen.
+    public static func holders(of path: String) -> [String] {
+        guard let real = realPath(path) else { return [] }
+        var st = stat()
+        guard stat(real, &st) == 0 else { return [] }
+        let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
+        let me = getpid()
+        var out: [String] = []
+        for name in entries("/proc") {
+            guard let pid = Int32(name), pid != me else { continue }
+            let held = openFiles(of: pid).contains { open in
+                if !isBlock { return open == real }
+                var o = stat()
+                return open.hasPrefix("/dev/") && stat(open, &o) == 0 && (o.st_mode & S_IFMT) == S_IFBLK && o.st_rdev == st.st_rdev
+            }
+            if held { out.append("pid \(pid) (\(readLine("/proc/\(pid)/comm") ?? "?"))") }
+        }
+        return out
+    }
 }
 
 /// The medium behind a block device: `id` is compared, `label` is for messages.

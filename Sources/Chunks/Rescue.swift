@@ -83,9 +83,12 @@ public final class Rescue {
     /// Fills `buffer` with [offset, offset + count): every byte that reads, zeros for the ones
     /// that do not. Returns the unreadable ranges (sorted, merged, inside the range).
     /// `retries`: how many more times each unreadable range is tried after the first pass.
-    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64, retries: Int) throws -> [ByteRange] {
+    /// `confined`: read nothing outside the range (no probe past its end, no stretch carried to
+    /// the next range): a resend's retry of one recorded range.
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64, retries: Int,
+                     confined: Bool = false) throws -> [ByteRange] {
         let lo = offset, hi = offset + UInt64(count)
-        var bad = try pass(buffer: buffer, base: lo, lo: lo, hi: hi, probeLimit: limit, useAhead: true)
+        var bad = try pass(buffer: buffer, base: lo, lo: lo, hi: hi, probeLimit: confined ? hi : limit, useAhead: !confined)
         var round = 0
         while round < retries && !bad.isEmpty {
             round += 1

@@ -1,4 +1,5 @@
 import Chunks
+import Ledger
 
 /// The options a copy (local or remote) runs with.
 public struct CopyOptions: Sendable {
@@ -19,6 +20,8 @@ public struct CopyOptions: Sendable {
     /// What a source read error does, and how many more times a rescue tries each bad range.
     public var onReadError = ReadErrorPolicy.abort
     public var retries = 0
+    /// Snapshot a destination on ZFS once it is durable (`--no-snapshot` turns it off).
+    public var snapshot = true
     /// Counts unreadable source bytes as they are found, for the progress line.
     public var unreadableProgress = ProgressCounter()
     public init() {}
@@ -39,6 +42,19 @@ public struct CopyEndReport: Codable, Sendable {
     public var io: String?
     /// The source end of a rescue copy: the byte ranges it could not read (zeros stand there).
     public var unreadableRanges: [ByteRange]?
+    /// The destination end: the ZFS snapshot taken once it was durable (null when none), and,
+    /// on ZFS, why none was taken.
+    public var snapshot: String?
+    public var snapshotError: String?
+    /// Whether `snapshot` is reported (the destination end) or left out (the source end).
+    public var reportsSnapshot = false
+
+    /// Fills in the snapshot fields of a destination end.
+    public mutating func note(snapshot record: SnapshotRecord?) {
+        reportsSnapshot = true
+        snapshot = record?.name
+        snapshotError = record?.error
+    }
 
     public init(path: String, host: String? = nil, size: UInt64, sha256: String?, imageId: Int64? = nil, ledger: String? = nil, io: String? = nil) {
         self.path = path
@@ -50,7 +66,22 @@ public struct CopyEndReport: Codable, Sendable {
         self.io = io
     }
 
-    enum CodingKeys: String, CodingKey { case path, host, size, sha256, imageId, ledger, io, unreadableRanges }
+    enum CodingKeys: String, CodingKey { case path, host, size, sha256, imageId, ledger, io, unreadableRanges, snapshot, snapshotError }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        path = try c.decode(String.self, forKey: .path)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+        size = try c.decode(UInt64.self, forKey: .size)
+        sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
+        imageId = try c.decodeIfPresent(Int64.self, forKey: .imageId)
+        ledger = try c.decodeIfPresent(String.self, forKey: .ledger)
+        io = try c.decodeIfPresent(String.self, forKey: .io)
+        unreadableRanges = try c.decodeIfPresent([ByteRange].self, forKey: .unreadableRanges)
+        reportsSnapshot = c.contains(.snapshot)
+        snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot)
+        snapshotError = try c.decodeIfPresent(String.self, forKey: .snapshotError)
+    }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -62,6 +93,8 @@ public struct CopyEndReport: Codable, Sendable {
         try c.encodeIfPresent(ledger, forKey: .ledger)
         try c.encodeIfPresent(io, forKey: .io)
         try c.encodeIfPresent(unreadableRanges, forKey: .unreadableRanges)
+        if reportsSnapshot { try c.encode(snapshot, forKey: .snapshot) }
+        try c.encodeIfPresent(snapshotError, forKey: .snapshotError)
     }
 }
 

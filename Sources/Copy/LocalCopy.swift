@@ -21,6 +21,7 @@ public enum LocalCopy {
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
+        dest.takeSnapshot = options.snapshot
         do {
             return try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress,
                             started: started)
@@ -107,6 +108,7 @@ public enum LocalCopy {
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
+        report.destination.note(snapshot: dest.snapshot)
         return report
     }
 }

@@ -93,6 +93,9 @@ struct CopyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --on-read-error=record: try each unreadable range this many more times before recording it (default 0: no sector is retried on the first pass).", valueName: "n"))
     var retries: Int = 0
 
+    @Flag(name: .long, help: "Take no ZFS snapshot of a destination on ZFS (by default DATASET@ferry-<transfer id> is taken once the copy is durable, and verify reads it).")
+    var noSnapshot = false
+
     @Flag(name: .long, help: "Print a JSON summary on stdout (on stderr when DST is -).")
     var json = false
 
@@ -133,6 +136,7 @@ struct CopyCommand: ParsableCommand {
         if retries > 0 && onReadError != .record {
             throw FerryError(.usage, "--retries only applies to --on-read-error=record", hint: "add --on-read-error=record")
         }
+        options.snapshot = !noSnapshot
         options.onReadError = onReadError
         options.retries = retries
         if onReadError == .record && source == "-" {
@@ -201,6 +205,11 @@ struct CopyCommand: ParsableCommand {
         lines.append("  source       sha256 \(r.source.sha256 ?? none)  \(srcName)")
         lines.append("  destination  sha256 \(r.destination.sha256 ?? none)  \(dstName)")
         lines.append("  list root    \(r.listRoot)")
+        if let snap = r.destination.snapshot {
+            lines.append("  snapshot     \(snap): the image as copied, which `ferry verify` reads while the guest writes to the live one")
+        } else if let why = r.destination.snapshotError {
+            lines.append("  snapshot     none: \(why) (the copy is complete; `ferry verify` will read the live image)")
+        }
         if let id = r.imageId {
             lines.append("  ledger       image \(id) in \(r.destination.ledger ?? "?")\(r.remote != nil && r.destination.host != nil ? " on \(r.destination.host!)" : "")")
         }

@@ -21,8 +21,10 @@ struct LedgerCommand: ParsableCommand {
               ferry ledger list
               ferry ledger show 2 --json
               ferry ledger export 2 > vm-100.sha256list
+              ferry ledger release 2 --yes     # destroy the ZFS snapshot the copy took
+              ferry ledger forget 2 --yes
             """,
-        subcommands: [List.self, Show.self, Export.self]
+        subcommands: [List.self, Show.self, Export.self, Release.self, Forget.self]
     )
 
     struct List: ParsableCommand {
@@ -93,6 +95,14 @@ struct LedgerCommand: ParsableCommand {
                     "  created     \(image.createdAt)" + (image.completedAt.map { ", completed \($0)" } ?? ""),
                 ]
                 if !image.complete { lines.append("  checkpoint  \(image.checkpointChunks) chunks durable") }
+                if let snap = image.snapshot {
+                    if let name = snap.name {
+                        lines.append("  snapshot    \(name) (guid \(snap.guid ?? "?"), taken \(snap.takenAt ?? "?"))"
+                                     + (snap.releasedAt.map { ", released \($0)" } ?? ""))
+                    } else {
+                        lines.append("  snapshot    none on \(snap.dataset): \(Output.printable(snap.error ?? "?"))")
+                    }
+                }
                 if let peer { lines.append("  other end   image \(peer.id): \(Output.printable(peer.path))") }
                 else if let p = image.peer { lines.append("  other end   \(Output.printable(p))") }
                 if image.names.count > 1 { lines.append("  names       " + image.names.map(Output.printable).joined(separator: "\n              ")) }

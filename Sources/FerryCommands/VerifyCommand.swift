@@ -55,6 +55,9 @@ struct VerifyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Verify against this ledger image id instead of the latest one for TARGET.", valueName: "id"))
     var image: Int64?
 
+    @Flag(name: .long, help: "Read the image as it is now, even where the copy took a ZFS snapshot of it (before the VM first boots, say).")
+    var live = false
+
     @Option(name: .long, help: ArgumentHelp("How to show progress on stderr.", valueName: "style"))
     var progress: ProgressStyle = .auto
 
@@ -76,14 +79,14 @@ struct VerifyCommand: ParsableCommand {
                 // This host's record of the same copy, when there is one, checks the far record.
                 let local = try? ledgerOptions.open(create: false)
                 report = try RemoteVerify.run(host: host, path: path, imageId: image, settings: remote.settings,
-                                              ledger: local, progress: meter.counter)
+                                              ledger: local, progress: meter.counter, live: live)
             } else {
                 let ledger = try ledgerOptions.open(create: false)
                 let record = try Verifier.findImage(target: target, imageId: image, ledger: ledger)
                 let meter = ProgressMeter(style: progress, total: record.size, label: "verify")
                 meter.start()
                 defer { meter.finish() }
-                report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter)
+                report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter, live: live)
             }
             Output.stdout(json ? Output.json(report) : Self.summary(report))
             switch report.status {
@@ -97,6 +100,11 @@ struct VerifyCommand: ParsableCommand {
     static func summary(_ r: VerifyReport) -> String {
         let name = r.host.map { "\($0):\(r.target)" } ?? r.target
         var lines: [String] = []
+        if let from = r.readFrom, let snap = from.snapshot {
+            lines.append("read the snapshot \(snap) the copy took" + (from.kind == .clone ? " (through a temporary read-only clone, destroyed after)" : " (\(from.path))")
+                + ": the image as copied, whatever the guest wrote since")
+        }
+        for w in r.warnings ?? [] { lines.append("warning: " + w) }
         if r.readMode.hasPrefix("direct,") {
             lines.append("note: \(name) is a loop device that reads its file through the page cache; that cache was dropped before every read (\(r.readMode))")
         } else if r.readMode != "direct" {

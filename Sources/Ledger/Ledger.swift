@@ -137,7 +137,7 @@ public final class Ledger {
         }
     }
 
-    static func json<T: Encodable>(_ value: T) -> String {
+    public static func json<T: Encodable>(_ value: T) -> String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         return String(decoding: (try? e.encode(value)) ?? Data("{}".utf8), as: UTF8.self)
@@ -236,7 +236,7 @@ public final class Ledger {
             try insertUnreadable(image: image, remaining)
             var list = SHA256Hasher()
             for row in try chunks(image: image) { list.update(row.digest) }
-            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ? WHERE id = ?")
+            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ?, digest_pending = 1 WHERE id = ?")
                 .run([.text(list.finalized().hex), .int(image)])
         }
     }
@@ -244,7 +244,7 @@ public final class Ledger {
     /// Records the whole-image SHA-256 of a complete image that had none (its unreadable ranges
     /// were all filled): a full read whose every chunk matched computed it.
     public func recordDigest(image: Int64, sha256: Digest) throws {
-        try db.prepare("UPDATE images SET sha256 = ? WHERE id = ? AND sha256 IS NULL AND complete = 1")
+        try db.prepare("UPDATE images SET sha256 = ?, digest_pending = 0 WHERE id = ? AND sha256 IS NULL AND complete = 1 AND digest_pending = 1")
             .run([.text(sha256.hex), .int(image)])
     }
 
@@ -276,7 +276,7 @@ public final class Ledger {
     /// fdatasync. Chunk rows past the final count (from an earlier, longer attempt) are removed.
     /// `sha256` is nil when some bytes could not be read: no digest of the real image exists.
     public func complete(image: Int64, size: UInt64, sha256: Digest?, listRoot: Digest, chunkCount: Int,
-                         zeroChunks: Int) throws {
+                         zeroChunks: Int, snapshot: SnapshotRecord? = nil) throws {
         try db.transaction {
             try db.prepare("DELETE FROM chunks WHERE image_id = ? AND idx >= ?").run([.int(image), .int(Int64(chunkCount))])
             try db.prepare("DELETE FROM unreadable WHERE image_id = ? AND offset >= ?").run([.int(image), .int(Int64(size))])
@@ -286,12 +286,34 @@ public final class Ledger {
                 """).run([.int(Int64(size)), sha256.map { .text($0.hex) } ?? .null, .text(listRoot.hex), .int(Int64(chunkCount)),
                           .int(Int64(zeroChunks)), .text(Self.now()), .int(Int64(chunkCount)), .int(image)])
             try db.prepare("DELETE FROM checkpoints WHERE image_id = ?").run([.int(image)])
+            if let snapshot {
+                try db.prepare("UPDATE images SET snapshot = ? WHERE id = ?").run([.text(Self.json(snapshot)), .int(image)])
+            }
+        }
+    }
+
+    /// Replaces what the record says of its snapshot (`ferry ledger release` destroyed it).
+    public func setSnapshot(image: Int64, _ snapshot: SnapshotRecord) throws {
+        try db.prepare("UPDATE images SET snapshot = ? WHERE id = ?").run([.text(Self.json(snapshot)), .int(image)])
+    }
+
+    /// Removes an image's records: its rows, runs, findings, checkpoints and ranges
+    /// (`ferry ledger forget`). The other end's record, if any, stops naming it.
+    public func forget(image: Int64) throws {
+        try db.transaction {
+            for sql in ["DELETE FROM chunks WHERE image_id = ?", "DELETE FROM unreadable WHERE image_id = ?",
+                        "DELETE FROM findings WHERE image_id = ?", "DELETE FROM checkpoints WHERE image_id = ?",
+                        "DELETE FROM findings WHERE run_id IN (SELECT id FROM runs WHERE image_id = ?)",
+                        "DELETE FROM runs WHERE image_id = ?", "DELETE FROM image_names WHERE image_id = ?",
+                        "UPDATE images SET peer_image_id = NULL WHERE peer_image_id = ?", "DELETE FROM images WHERE id = ?"] {
+                try db.prepare(sql).run([.int(image)])
+            }
         }
     }
 
     private static let imageColumns = """
         id, role, path, canonical, kind, host, size, chunk_size, sha256, list_root, chunk_count, zero_chunks,
-        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp, medium
+        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp, medium, snapshot, digest_pending
         """
 
     private func imageRows(_ whereClause: String, _ args: [Statement.Value]) throws -> [ImageRecord] {
@@ -309,7 +331,9 @@ public final class Ledger {
                 checkpointChunks: Int(r.int(18)),
                 names: try names.rows([.int(id)]) { $0.text(0) ?? "" },
                 stamp: try r.text(19).map { try Self.decode(FileStamp.self, $0, what: "stamp of image \(id) in ledger \(path)") },
-                medium: try r.text(20).map { try Self.decode(Medium.self, $0, what: "medium of image \(id) in ledger \(path)") })
+                medium: try r.text(20).map { try Self.decode(Medium.self, $0, what: "medium of image \(id) in ledger \(path)") },
+                snapshot: try r.text(21).map { try Self.decode(SnapshotRecord.self, $0, what: "snapshot of image \(id) in ledger \(path)") },
+                digestPending: r.int(22) != 0)
         }
     }
 
@@ -492,7 +516,7 @@ extension Ledger {
                 .run([.blob(digest.bytes), .int(zero ? 1 : 0), .int(image), .int(Int64(index))])
             var list = SHA256Hasher()
             for row in try chunks(image: image) { list.update(row.digest) }
-            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ? WHERE id = ?")
+            try db.prepare("UPDATE images SET sha256 = NULL, list_root = ?, digest_pending = 0 WHERE id = ?")
                 .run([.text(list.finalized().hex), .int(image)])
         }
     }

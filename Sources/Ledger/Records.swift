@@ -79,6 +79,32 @@ public struct ImageRecord: Codable, Sendable {
     public var stamp: FileStamp?
     /// The medium behind a block device when its record was made.
     public var medium: Medium?
+    /// A destination on ZFS: the snapshot the copy took (or why it took none).
+    public var snapshot: SnapshotRecord?
+    /// A resend filled its last unreadable ranges: the next full read computes its SHA-256.
+    public var digestPending = false
+}
+
+/// The ZFS snapshot a copy took of its destination once it was durable: the exact image the
+/// ledger describes, kept while the guest writes to the live one.
+public struct SnapshotRecord: Codable, Sendable, Equatable {
+    /// The dataset (file system or zvol) the destination lives in.
+    public var dataset: String
+    /// dataset@ferry-<transfer id>; nil when none was taken.
+    public var name: String?
+    public var guid: String?
+    public var createtxg: UInt64?
+    public var takenAt: String?
+    /// Why none was taken (no zfs command, no permission, no space).
+    public var error: String?
+    /// When `ferry ledger release` destroyed it.
+    public var releasedAt: String?
+    public init(dataset: String, name: String? = nil, guid: String? = nil, createtxg: UInt64? = nil, takenAt: String? = nil,
+                error: String? = nil) {
+        (self.dataset, self.name, self.guid, self.createtxg, self.takenAt, self.error) = (dataset, name, guid, createtxg, takenAt, error)
+    }
+    /// A snapshot that was taken and not released since.
+    public var held: Bool { name != nil && guid != nil && releasedAt == nil }
 }
 
 /// What a new image record starts with.

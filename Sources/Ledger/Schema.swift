@@ -2,7 +2,7 @@
 /// `PRAGMA application_id` marks the file as a ferry ledger.
 enum Schema {
     static let applicationID: Int64 = 0x4652_5259  // "FRRY"
-    static let version: Int64 = 3
+    static let version: Int64 = 4
 
     /// migrations[n] takes a ledger from version n to n+1.
     static let migrations: [String] = [
@@ -95,6 +95,14 @@ enum Schema {
             length INTEGER NOT NULL,
             PRIMARY KEY (image_id, offset)
         ) WITHOUT ROWID;
+        """,
+        // 4: the ZFS snapshot a copy took of its destination (or why it took none), and what
+        // became of it.
+        """
+        ALTER TABLE images ADD COLUMN snapshot TEXT;  -- JSON SnapshotRecord
+        -- 1 once a resend filled unreadable ranges: the next full read whose every chunk matches
+        -- computes the whole-image SHA-256 (never over zeros, never after resend --force).
+        ALTER TABLE images ADD COLUMN digest_pending INTEGER NOT NULL DEFAULT 0;
         """,
     ]
 }

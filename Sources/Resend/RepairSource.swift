@@ -23,6 +23,9 @@ public final class RepairSource {
     private lazy var rescue = Rescue(file: source, size: plan.size)
     /// Chunks sent with unreadable ranges filled: their new hash and what still does not read.
     private var filled: [Int: (digest: Digest, zero: Bool, remaining: [ByteRange])] = [:]
+    /// The ranges this host's source record holds (it may lag the destination's by one filled
+    /// chunk, when a resend stopped between the two ledgers' updates).
+    let sourceGaps: [ByteRange]
 
     /// - `ledger`: the source host's ledger; when it holds the source record of this transfer, its
     ///   chunk hashes must agree with the plan's.
@@ -48,6 +51,8 @@ public final class RepairSource {
         sourceLedgerDigests = digests
         self.ledger = ledger
         sourceRecord = record
+        sourceGaps = try record.map { try ledger!.unreadable(image: $0.id) } ?? []
+        try plan.validate()
     }
 
     /// Serves sub-block requests until the destination sends its result; returns it.
@@ -89,23 +94,58 @@ public final class RepairSource {
         var stillUnreadable: [ByteRange]?
         let digest: Digest
         var reason: String?
+        var catchUp = false
         if !gaps.isEmpty {
-            // Unreadable at copy time: read the chunk again around what still fails (zeros there).
-            let before = rescue.bytesRead
-            let bad = try rescue.read(into: buffer.pointer, count: length, at: offset, retries: plan.retries ?? 0)
-            bytesRead += rescue.bytesRead - before
-            // The bytes that did read at copy time must read the same now: with the recorded
-            // ranges zeroed, the chunk must hash as it was recorded.
+            // Unreadable at copy time. What did read then is read plainly: it must read, and the
+            // same (with the recorded ranges zeroed the chunk hashes as recorded). Only inside
+            // the ranges does a rescue read try again, confined to each range.
+            let window = offset..<offset + UInt64(length)
+            memset(buffer.pointer, 0, length)
+            var pos = offset
+            for gap in gaps + [ByteRange(window.upperBound..<window.upperBound)] {
+                if gap.offset > pos, reason == nil {
+                    switch source.readExact(into: buffer.pointer + Int(pos - offset), count: Int(gap.offset - pos), at: pos) {
+                    case .success(let n) where n == Int(gap.offset - pos):
+                        bytesRead += UInt64(n)
+                    case .success(let n):
+                        throw FerryError(.io, "source \(source.path) ended inside chunk \(index) (offset \(pos + UInt64(n)))")
+                    case .failure(let e):
+                        guard Rescue.isMediumError(e) else { throw e }
+                        reason = "source chunk \(index) no longer reads where it read at copy time (\(e.message))"
+                    }
+                }
+                pos = gap.end
+            }
+            var bad: [ByteRange] = []
+            if reason == nil {
+                for gap in gaps {
+                    let before = rescue.bytesRead
+                    bad += try rescue.read(into: buffer.pointer + Int(gap.offset - offset), count: Int(gap.length), at: gap.offset,
+                                           retries: plan.retries ?? 0, confined: true)
+                    bytesRead += rescue.bytesRead - before
+                }
+            }
+            if bad.count > SourceReader.maxRangesPerChunk {
+                // Too many to name in one answer: nothing new this time.
+                for g in gaps { memset(buffer.pointer + Int(g.offset - offset), 0, Int(g.length)) }
+                bad = gaps
+            }
             let masked = AlignedBuffer(capacity: length)
             memcpy(masked.pointer, buffer.pointer, length)
             for g in gaps { memset(masked.pointer + Int(g.offset - offset), 0, Int(g.length)) }
-            if Digest.sha256(masked.pointer, length) != expected {
-                reason = bad.contains(where: { b in !gaps.contains { $0.offset <= b.offset && b.end <= $0.end } })
-                    ? "source chunk \(index) no longer reads where it read at copy time (now unreadable: \(bad.map(\.description).joined(separator: ", ")))"
-                    : "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy outside its unreadable ranges"
+            if reason == nil && Digest.sha256(masked.pointer, length) != expected {
+                reason = "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy outside its unreadable ranges"
             }
             digest = Digest.sha256(buffer.pointer, length)
-            stillUnreadable = bad
+            stillUnreadable = ByteRange.merged(bad)
+            // This host's record may still hold ranges the destination already filled (a resend
+            // stopped between the two ledgers' updates): the bytes just matched the destination's
+            // record, so this record catches up with it.
+            let mine = ByteRange.clipped(sourceGaps, to: window)
+            if let recorded = sourceLedgerDigests[index], recorded != expected, mine != gaps,
+               gaps.allSatisfy({ g in mine.contains { $0.offset <= g.offset && g.end <= $0.end } }) {
+                catchUp = true
+            }
         } else {
             let n = try source.read(into: buffer.pointer, count: length, at: offset)
             bytesRead += UInt64(n)
@@ -117,8 +157,15 @@ public final class RepairSource {
                 reason = "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy"
             }
         }
-        if let recorded = sourceLedgerDigests[index], recorded != expected {
+        if let recorded = sourceLedgerDigests[index], recorded != expected, !catchUp {
             reason = "the source ledger and the destination ledger disagree on chunk \(index)"
+        }
+        if catchUp, reason == nil, let ledger, let record = sourceRecord {
+            let masked = AlignedBuffer(capacity: length)
+            memcpy(masked.pointer, buffer.pointer, length)
+            for g in gaps { memset(masked.pointer + Int(g.offset - offset), 0, Int(g.length)) }
+            try ledger.fillChunk(image: record.id, index: index, window: ByteRange(offset: offset, length: UInt64(length)),
+                                 digest: expected, zero: isAllZero(masked.pointer, length), remaining: gaps)
         }
         if let reason, !force || stillUnreadable != nil {
             refused.append(index)

@@ -38,9 +38,17 @@ public final class RepairTarget {
         let image = try Verifier.findImage(target: path, imageId: imageId, ledger: ledger)
         // Never repair another image that now answers to the recorded name.
         try Verifier.checkMedium(of: try ImageFile.openForReading(path, direct: false), against: image)
+        // A resend writes the live image: one that another program has open (a running VM) would
+        // lose that program's writes to the bytes the copy had.
+        let holders = Footprint.holders(of: path)
+        guard holders.isEmpty else {
+            throw FerryError(.refused, "\(path) is open in \(holders.joined(separator: ", ")); a resend would overwrite what it writes",
+                             hint: "stop it (shut the VM down) and run the resend again; nothing was written")
+        }
         var report: VerifyReport?
         if verifyFirst {
-            report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress)
+            // The live image is what a resend repairs, so that is what its verify reads.
+            report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress, live: true)
         }
         // Ranges the source could not read at copy time are always tried again, verified or not.
         let gaps = try ledger.unreadable(image: image.id)
@@ -151,15 +159,26 @@ public final class RepairTarget {
                         reason = supplied.reason
                         break
                     }
-                    let filling = supplied.status == .filled
+                    let gaps = planned.unreadable ?? []
+                    var filling = supplied.status == .filled
                     let stillUnreadable = ByteRange.merged(supplied.stillUnreadable ?? [])
-                    if filling && stillUnreadable == (planned.unreadable ?? []) {
-                        // Nothing more read at the source: the chunk and its record stay as they are.
-                        status = .stillUnreadable
-                        remaining = stillUnreadable
-                        break
+                    // The source may only fill a chunk that has unreadable ranges, and only say
+                    // that some of those still do not read.
+                    guard !filling || !gaps.isEmpty,
+                          stillUnreadable.allSatisfy({ s in gaps.contains { $0.offset <= s.offset && s.length <= $0.end - s.offset } }) else {
+                        throw FerryError(.wire, "\(connection.peerName) answered chunk \(index) with unreadable ranges it was not asked about")
                     }
-                    let forced = !filling && supplied.sha256 != planned.sha256
+                    if filling && stillUnreadable == gaps {
+                        // Nothing more read at the source: the chunk and its record stay as they are,
+                        // unless the destination's own bytes needed repairing too (blocks were sent).
+                        remaining = stillUnreadable
+                        if blocks == 0 && writeFailure == nil {
+                            status = .stillUnreadable
+                            break
+                        }
+                        filling = false
+                    }
+                    let forced = supplied.status == .sent && supplied.sha256 != planned.sha256
                     if filling { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
                     if forced { want = try Digest.fromWire(supplied.sha256, what: "the source's hash of chunk \(index)") }
                     // Durable first, then read back from the medium and compare. A medium that fails
@@ -177,11 +196,20 @@ public final class RepairTarget {
                     }
                     if try (0..<Self.readBacks).allSatisfy({ _ in try readBack(index) == want }) {
                         if filling {
+                            // The bytes that did read at copy time are untouched: with the recorded
+                            // ranges zeroed the chunk read back hashes as recorded.
+                            let chunkStart = geometry.offset(of: index)
+                            let zeroNow = isAllZero(chunkBuf.pointer, length)
+                            for g in gaps { memset(chunkBuf.pointer + Int(g.offset - chunkStart), 0, Int(g.length)) }
+                            guard Digest.sha256(chunkBuf.pointer, length) == planned.sha256Digest else {
+                                throw FerryError(.wire, "\(connection.peerName) changed chunk \(index) outside its unreadable ranges",
+                                                 hint: "the two ends disagree about the source; verify the destination and check the source")
+                            }
                             // The chunk now holds what the source read; the ledger takes its hash
                             // and keeps only the ranges that still do not read.
                             let window = ByteRange(offset: geometry.offset(of: index), length: UInt64(length))
                             try ledger.fillChunk(image: image.id, index: index, window: window, digest: want,
-                                                 zero: isAllZero(chunkBuf.pointer, length), remaining: stillUnreadable)
+                                                 zero: zeroNow, remaining: stillUnreadable)
                             status = stillUnreadable.isEmpty ? .filled : .partlyFilled
                             remaining = stillUnreadable
                             break

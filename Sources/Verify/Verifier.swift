@@ -9,7 +9,10 @@ public enum Verifier {
     /// How many times a chunk that mismatched is read again before the verdict.
     static let rereads = 3
 
-    public static func run(target: String, imageId: Int64?, ledger: Ledger, progress: ProgressCounter) throws -> VerifyReport {
+    /// - `live`: read the image as it is now even when the copy took a ZFS snapshot of it (which
+    ///   is otherwise what is read: the exact image the ledger describes).
+    public static func run(target: String, imageId: Int64?, ledger: Ledger, progress: ProgressCounter,
+                           live: Bool = false) throws -> VerifyReport {
         let started = monotonicSeconds()
         let record = try findImage(target: target, imageId: imageId, ledger: ledger)
         guard let expectedSize = record.size, let count = record.chunkCount else {
@@ -22,17 +25,28 @@ public enum Verifier {
         }
         try LedgerCheck.check(record, rows: rows, in: ledger)
         let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
-        let file = try ImageFile.openForReading(target, direct: true)
+        let view = try ImageView.open(target: target, record: record, live: live, run: Int64(getpid()))
+        defer { view.close() }
+        let file = try ImageFile.openForReading(view.readFrom.path, direct: true)
         guard file.kind != .stream else {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
-        try checkMedium(of: file, against: record)
+        var warnings: [String] = []
+        if view.readFrom.kind == .live {
+            // The snapshot's guid stands for the medium; the live image's medium must be the recorded one.
+            try checkMedium(of: file, against: record)
+            let holders = Footprint.holders(of: target)
+            if !holders.isEmpty {
+                warnings.append("\(target) is open in \(holders.joined(separator: ", ")): differences from the ledger may be its writes (a running VM's), not damage"
+                                + (record.snapshot?.held == true ? "; without --live the snapshot the copy took would be read" : "; a copy to ZFS keeps a snapshot that verify reads instead"))
+            }
+        }
         // Ranges the source could not read at copy time: zeros stand there, and the image is not
         // whole until a resend fills them.
         let unreadableAtCopy = try ledger.unreadable(image: record.id)
         // An image whose last unreadable range a resend filled has no whole-image SHA-256 yet:
         // this full read computes it (and records it only if every chunk matches).
-        let computeDigest = record.sha256 == nil && unreadableAtCopy.isEmpty
+        let computeDigest = record.digestPending && record.sha256 == nil && unreadableAtCopy.isEmpty
         let run = try ledger.startRun(image: record.id, kind: .verify)
         return try ledger.recording(run) {
             // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
@@ -128,8 +142,11 @@ public enum Verifier {
                 try ledger.recordDigest(image: record.id, sha256: whole)
                 digestRecorded = whole.hex
             }
+            // The findings belong to what was read: the run's detail names it (a snapshot by its guid).
+            struct Detail: Encodable { var readFrom: ReadFrom; var snapshotGuid: String? }
             try ledger.finishRun(run, image: record.id,
-                                 Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode),
+                                 Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode,
+                                               detail: Ledger.json(Detail(readFrom: view.readFrom, snapshotGuid: view.guid))),
                                  findings: findings)
             return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                                 expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
@@ -137,7 +154,8 @@ public enum Verifier {
                                 cachedChunks: cached.isEmpty ? nil : cached.sorted(),
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
                                 readMode: file.readMode, seconds: monotonicSeconds() - started, record: RecordSummary(record),
-                                unreadableAtCopy: unreadableAtCopy.isEmpty ? nil : unreadableAtCopy, digestRecorded: digestRecorded)
+                                unreadableAtCopy: unreadableAtCopy.isEmpty ? nil : unreadableAtCopy, digestRecorded: digestRecorded,
+                                readFrom: view.readFrom, warnings: warnings.isEmpty ? nil : warnings)
         }
     }
 

@@ -104,6 +104,10 @@ public struct VerifyReport: Codable, Sendable {
     /// The whole-image SHA-256 this verify computed and recorded: the image had none, because a
     /// resend filled its last unreadable range after the copy.
     public var digestRecorded: String?
+    /// What was read: the ZFS snapshot the copy took (in place or through a clone), or the live image.
+    public var readFrom: ReadFrom?
+    /// Things the verdict should be read with (the image is open in a running VM, say).
+    public var warnings: [String]?
 }
 
 extension BadRange {

@@ -18,7 +18,9 @@ public struct FrameHead: Equatable, Sendable {
         switch type {
         case .chunk: return ChunkHeader.size + ChunkGeometry.maxChunkSize
         case .retransmit, .checkpoint, .checkpointAck, .progress: return 8
-        case .hello, .end, .error, .supplied: return 64 << 10
+        case .hello, .end, .error: return 64 << 10
+        // A chunk's word may list up to 2048 ranges still unreadable.
+        case .supplied: return 1 << 20
         case .log: return 64 << 10
         case .unreadable: return UnreadableRanges.maxBody
         case .ready, .request, .result: return 64 << 20

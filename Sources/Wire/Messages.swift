@@ -73,6 +73,9 @@ public struct TransferResult: Codable, Sendable {
     public var io: String?
     /// Bytes recorded unreadable at this end (nil: none).
     public var unreadableBytes: UInt64?
+    /// The receiving end on ZFS: the snapshot it took, or why it took none.
+    public var snapshot: String?
+    public var snapshotError: String?
     public init(host: String, ledger: String, imageId: Int64?, size: UInt64, sha256: String, listRoot: String,
                 chunks: Int, zeroChunks: Int) {
         (self.host, self.ledger, self.imageId, self.size, self.sha256) = (host, ledger, imageId, size, sha256)

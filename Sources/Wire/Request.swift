@@ -66,6 +66,8 @@ public struct CopyRequest: Sendable, Equatable {
     /// each is tried.
     public var recordReadErrors = false
     public var retries = 0
+    /// Push: snapshot a destination on ZFS once it is durable.
+    public var snapshot = true
 
     public init(path: String, ledger: String?, chunkSize: Int, size: UInt64?, transferId: String, peer: String,
                 checkpointEvery: Int) {
@@ -81,8 +83,10 @@ public struct VerifyRequest: Sendable, Equatable {
     public var imageId: Int64?
     /// Seconds with no data moving after which the far side ends the session (nil: never).
     public var timeout: Double?
-    public init(path: String, ledger: String?, imageId: Int64?, timeout: Double? = nil) {
-        (self.path, self.ledger, self.imageId, self.timeout) = (path, ledger, imageId, timeout)
+    /// Read the live image even where the copy took a ZFS snapshot of it.
+    public var live = false
+    public init(path: String, ledger: String?, imageId: Int64?, timeout: Double? = nil, live: Bool = false) {
+        (self.path, self.ledger, self.imageId, self.timeout, self.live) = (path, ledger, imageId, timeout, live)
     }
 }
 
@@ -156,9 +160,11 @@ extension Request {
                 throw FerryError(.wire, "the request's read-error policy is \(f.onReadError ?? "-") with \(f.retries ?? 0) retries")
             }
             r.retries = f.retries ?? 0
+            r.snapshot = f.snapshot ?? true
             return f.operation == .receive ? .receive(r) : .send(r)
         case .verify:
-            return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, timeout: try timeout(f.timeout)))
+            return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, timeout: try timeout(f.timeout),
+                                         live: f.live ?? false))
         case .resendReceive:
             guard subBlockOK(f.subBlockSize) else { throw FerryError(.wire, "the request's sub-block size is \(f.subBlockSize)") }
             return .resendReceive(RepairRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, verifyFirst: f.verifyFirst,
@@ -167,6 +173,7 @@ extension Request {
             guard let plan = f.plan else { throw FerryError(.wire, "resend request without a plan") }
             try ChunkGeometry.validate(plan.chunkSize)
             guard subBlockOK(plan.subBlockSize) else { throw FerryError(.wire, "the plan's sub-block size is \(plan.subBlockSize)") }
+            try plan.validate()
             return .resendSend(SupplyRequest(path: f.path, ledger: f.ledger, plan: plan, force: f.force, peer: f.peer))
         }
     }
@@ -204,6 +211,8 @@ struct RequestFrame: Codable {
     var timeout: Double?
     var onReadError: String?
     var retries: Int?
+    var snapshot: Bool?
+    var live: Bool?
 
     init(_ r: Request) {
         switch r {
@@ -225,9 +234,11 @@ struct RequestFrame: Codable {
             timeout = c.timeout ?? 0
             onReadError = c.recordReadErrors ? "record" : nil
             retries = c.retries > 0 ? c.retries : nil
+            snapshot = c.snapshot ? nil : false
         case .verify(let v):
             (operation, path, ledger, imageId) = (.verify, v.path, v.ledger, v.imageId)
             timeout = v.timeout ?? 0
+            live = v.live ? true : nil
         case .resendReceive(let rr):
             (operation, path, ledger, imageId, verifyFirst, subBlockSize, peer) =
                 (.resendReceive, rr.path, rr.ledger, rr.imageId, rr.verifyFirst, rr.subBlockSize, rr.peer)

@@ -14,6 +14,9 @@ public struct ResendPlan: Codable, Sendable, Equatable {
             (self.index, self.sha256, self.unreadable) = (index, sha256, unreadable)
         }
 
+        /// The recorded hash, nil when it is not 64 hex digits.
+        public var sha256Digest: Digest? { Digest(hex: sha256) }
+
         /// The recorded hash; a plan whose hash is not 64 hex digits is refused, never read as zero.
         public func digest() throws -> Digest {
             try Digest.fromWire(sha256, what: "the plan's hash of chunk \(index)")
@@ -29,6 +32,24 @@ public struct ResendPlan: Codable, Sendable, Equatable {
     public var ledger: String
     /// How many more times the source tries each unreadable range after its first try.
     public var retries: Int?
+    /// Checks what a peer could get wrong: every chunk inside the image, its unreadable ranges
+    /// non-empty, in order, apart and inside that chunk, and the retries bounded.
+    public func validate() throws {
+        guard (0...100).contains(retries ?? 0) else { throw FerryError(.wire, "the plan asks for \(retries ?? 0) retries") }
+        let g = ChunkGeometry(size: size, chunkSize: chunkSize)
+        for c in chunks {
+            guard c.index >= 0, c.index < g.count else { throw FerryError(.wire, "the plan names chunk \(c.index), outside the image") }
+            let lo = g.offset(of: c.index), hi = lo + UInt64(g.length(of: c.index))
+            var last: UInt64 = lo
+            for (n, r) in (c.unreadable ?? []).enumerated() {
+                guard r.length > 0, r.offset >= (n == 0 ? lo : last + 1), r.offset < hi, r.length <= hi - r.offset else {
+                    throw FerryError(.wire, "the plan's unreadable range \(r.offset)+\(r.length) does not lie in order inside chunk \(c.index)")
+                }
+                last = r.end
+            }
+        }
+    }
+
     public init(imageId: Int64, transferId: String, chunkSize: Int, size: UInt64, subBlockSize: Int, chunks: [Chunk],
                 host: String, ledger: String) {
         (self.imageId, self.transferId, self.chunkSize, self.size, self.subBlockSize) = (imageId, transferId, chunkSize, size, subBlockSize)

@@ -114,9 +114,12 @@ final class WireParserTests: XCTestCase {
     }
 
     func testControlFramesAreCappedSmallAndOnlyChunksAreLarge() {
-        for type in [FrameType.hello, .log, .error, .end, .supplied] {
+        for type in [FrameType.hello, .log, .error, .end] {
             XCTAssertLessThanOrEqual(FrameHead.maxBody(type), 64 << 10, "\(type)")
         }
+        // A chunk's `supplied` word may list 2048 ranges still unreadable; an unreadable frame as many.
+        XCTAssertLessThanOrEqual(FrameHead.maxBody(.supplied), 1 << 20)
+        XCTAssertLessThanOrEqual(FrameHead.maxBody(.unreadable), 8 + 2048 * 16)
         for type in [FrameType.retransmit, .checkpoint, .checkpointAck, .progress] {
             XCTAssertEqual(FrameHead.maxBody(type), 8, "\(type)")
         }

@@ -1,6 +1,7 @@
 import Chunks
 import Glibc
 import Ledger
+import ZFS
 
 /// The writing end of a copy: writes each chunk once, zero chunks as holes, records the chunk
 /// hashes, makes data durable at checkpoints, and marks the image complete only after the final
@@ -28,6 +29,10 @@ public final class DestinationWriter {
 
     /// The ledger to name the holder from when the destination is claimed by another run.
     let ledger: Ledger?
+    /// Take a ZFS snapshot of a destination on ZFS once it is durable (`--no-snapshot`: no).
+    public var takeSnapshot = true
+    /// What became of the snapshot at completion: taken, or why not (nil: not on ZFS, or off).
+    public private(set) var snapshot: SnapshotRecord?
 
     public init(path: String, chunkSize: Int, writeZeros: Bool, ledger: Ledger? = nil) {
         self.ledger = ledger
@@ -222,11 +227,31 @@ public final class DestinationWriter {
     public func sync() throws { try file?.sync() }
 
     /// The final step: size the file, fdatasync, then (and only then) mark the image complete.
+    /// On ZFS, after the sync and before the record says complete, the dataset is snapshotted:
+    /// that snapshot is the exact image the ledger describes, whatever the guest writes later.
     public func complete(ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
         guard let file else { throw FerryError(.io, "destination \(path) is not open") }
         if file.kind == .file && (file.size ?? 0) != size { try file.setLength(size) }
         try file.sync()
-        return try record?.complete(in: ledger, size: size, digest: digest) ?? .zero
+        if takeSnapshot, let id = record?.imageId, let transferId = try ledger.image(id)?.transferId {
+            snapshot = Self.snapshot(path: path, isBlockDevice: file.kind == .blockDevice, transferId: transferId)
+        }
+        return try record?.complete(in: ledger, size: size, digest: digest, snapshot: snapshot) ?? .zero
+    }
+
+    /// Takes `DATASET@ferry-<transfer id>` of the dataset holding `path` (nil: not on ZFS). One
+    /// left by an earlier attempt of the same transfer predates the writes since, and is taken
+    /// again. A snapshot that cannot be taken is not a failed copy: the record says why.
+    static func snapshot(path: String, isBlockDevice: Bool, transferId: String) -> SnapshotRecord? {
+        guard let place = ZFS.place(of: path, isBlockDevice: isBlockDevice) else { return nil }
+        let name = ZFS.snapshotName(dataset: place.dataset, transferId: transferId)
+        do {
+            if try ZFS.describe(name) != nil { try ZFS.destroy(name) }
+            let s = try ZFS.takeSnapshot(name)
+            return SnapshotRecord(dataset: place.dataset, name: s.name, guid: s.guid, createtxg: s.createtxg, takenAt: Ledger.now())
+        } catch {
+            return SnapshotRecord(dataset: place.dataset, error: "\(error)")
+        }
     }
 
     public var listRoot: Digest? { recorder?.listRoot }

@@ -105,12 +105,12 @@ struct EndRecord {
     /// Records the image complete with these digests, once its end is done (for a destination:
     /// only after the final sync). Returns the hash-list root of its chunk rows. An image with
     /// unreadable ranges gets no whole-image SHA-256: `digest` covers zeros in their place.
-    func complete(in ledger: Ledger, size: UInt64, digest: Digest) throws -> Digest {
+    func complete(in ledger: Ledger, size: UInt64, digest: Digest, snapshot: SnapshotRecord? = nil) throws -> Digest {
         try recorder.flush()
         let root = recorder.listRoot
         let whole = recorder.unreadableRanges.isEmpty ? digest : nil
         try ledger.complete(image: imageId, size: size, sha256: whole, listRoot: root, chunkCount: recorder.count,
-                            zeroChunks: recorder.zeroChunks)
+                            zeroChunks: recorder.zeroChunks, snapshot: snapshot)
         return root
     }
 }

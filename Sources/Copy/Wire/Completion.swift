@@ -41,6 +41,8 @@ public enum Completion {
                                sha256: digest.hex, listRoot: root.hex, chunks: chunks,
                                zeroChunks: destination.zeroChunks)
         r.unreadableBytes = unreadable > 0 ? unreadable : nil
+        r.snapshot = destination.snapshot?.name
+        r.snapshotError = destination.snapshot?.error
         r.bytesWritten = destination.bytesWritten
         r.retransmissions = receiver.retransmissions
         r.zeroFrames = receiver.zeroFrames

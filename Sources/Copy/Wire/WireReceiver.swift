@@ -117,10 +117,14 @@ public final class WireReceiver: ChunkOrigin {
                 let chunkSize = UInt64(destination.chunkSize)
                 let u = try UnreadableRanges.decode(body) { chunk in
                     let index = try chunkIndex(chunk, what: "chunk index")
+                    // Only for a chunk about to arrive: it precedes its chunk, within the stash's reach.
+                    guard index >= want, index <= want + maxStash else {
+                        throw FerryError(.wire, "\(connection.peerName) sent unreadable ranges for chunk \(index) while chunk \(want) was due")
+                    }
                     let start = UInt64(index) * chunkSize
                     let end = expectedSize.map { min($0, start + chunkSize) } ?? start + chunkSize
-                    guard index >= want, start < end else {
-                        throw FerryError(.wire, "\(connection.peerName) sent unreadable ranges for chunk \(index), which is not ahead")
+                    guard start < end else {
+                        throw FerryError(.wire, "\(connection.peerName) sent unreadable ranges for chunk \(index), past the image's end")
                     }
                     return start..<end
                 }

@@ -56,6 +56,7 @@ public enum RemoteCopy {
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
         request.verifyPrefix = options.verifyPrefix
         request.timeout = settings.timeout
+        request.snapshot = options.snapshot
         try conn.send(.request, Request.receive(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
 
@@ -91,6 +92,9 @@ public enum RemoteCopy {
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
+        report.destination.reportsSnapshot = true
+        report.destination.snapshot = far.snapshot
+        report.destination.snapshotError = far.snapshotError
         return report
     }
 
@@ -102,6 +106,7 @@ public enum RemoteCopy {
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
         try ledger.checkWritable()
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
+        dest.takeSnapshot = options.snapshot
         do {
             return try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
                             progress: progress, started: started)
@@ -174,6 +179,7 @@ public enum RemoteCopy {
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(dest.unreadable, reads: nil)
+        report.destination.note(snapshot: dest.snapshot)
         return report
     }
 

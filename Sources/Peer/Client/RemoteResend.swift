@@ -24,6 +24,8 @@ public enum RemoteResend {
                                                               peer: "\(ledger.host):\(src)"))
             try conn.send(.request, request.encode())
             let ready = try JSONBody.decode(ResendReady.self, try conn.expect(.ready, log: Session.remoteLog), what: "resend ready")
+            try ChunkGeometry.validate(ready.plan.chunkSize)
+            try ready.plan.validate()
             let verify = try ready.verifyJSON.map { try JSONBody.decode(VerifyReport.self, Array($0.utf8), what: "verify") }
             if ready.plan.chunks.isEmpty && (verify?.sizeChanged != true) {
                 return ResendReport(source: src, destination: destination.display, plan: ready.plan, result: nil, bytesRead: 0,

@@ -96,6 +96,7 @@ public enum Server {
             try dest.beginFresh(expectedSize: request.size)
             try dest.register(in: ledger, size: request.size, transferId: request.transferId, peer: request.peer, options: nil)
         }
+        dest.takeSnapshot = request.snapshot
         let receiver = WireReceiver(connection: conn, destination: dest, ledger: ledger, checkpointEvery: request.checkpointEvery,
                                     expectedSize: request.size, beforeFirstWrite: begin, log: log)
         let result = try receiver.run(startIndex: start, hasher: hasher, progress: ProgressCounter())
@@ -150,7 +151,8 @@ public enum Server {
         timer.setEventHandler { try? conn.send(.progress, U64Body.encode(progress.bytes)) }
         timer.resume()
         defer { timer.cancel() }
-        var report = try Verifier.run(target: request.path, imageId: request.imageId, ledger: ledger, progress: progress)
+        var report = try Verifier.run(target: request.path, imageId: request.imageId, ledger: ledger, progress: progress,
+                                      live: request.live)
         report.host = ledger.host
         timer.cancel()
         try conn.sendJSON(.result, report)

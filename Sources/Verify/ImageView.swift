@@ -1,0 +1,125 @@
+import Chunks
+import Foundation
+import Glibc
+import Ledger
+import ZFS
+
+/// Where a verify read the image from.
+public struct ReadFrom: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        /// The ZFS snapshot the copy took, read in place (a zvol's snapshot device, a dataset's
+        /// .zfs/snapshot directory).
+        case snapshot
+        /// The image as it is now (no snapshot, or `--live`).
+        case live
+        /// A temporary read-only clone of the snapshot, destroyed after the read.
+        case clone
+    }
+    public var kind: Kind
+    public var path: String
+    public var snapshot: String?
+    public init(kind: Kind, path: String, snapshot: String? = nil) { (self.kind, self.path, self.snapshot) = (kind, path, snapshot) }
+}
+
+/// The image a record describes, made readable: the live path, or the ZFS snapshot the copy
+/// took. A snapshot is the exact image the ledger describes while the guest writes to the live
+/// one, so a verify reads it unless told `--live`. What was changed to read it (a zvol's
+/// `snapdev`, a clone) is put back by `close()`.
+final class ImageView {
+    let readFrom: ReadFrom
+    /// The snapshot's guid, checked against the record, when one is read.
+    let guid: String?
+    private var undo: [() -> Void] = []
+
+    private init(readFrom: ReadFrom, guid: String?) { (self.readFrom, self.guid) = (readFrom, guid) }
+
+    deinit { close() }
+
+    func close() {
+        while let step = undo.popLast() { step() }
+    }
+
+    static func open(target: String, record: ImageRecord, live: Bool, run: Int64) throws -> ImageView {
+        guard !live, let snap = record.snapshot, snap.held, let name = snap.name else {
+            return ImageView(readFrom: ReadFrom(kind: .live, path: target), guid: nil)
+        }
+        let found: ZFS.Snapshot?
+        do {
+            found = try ZFS.describe(name)
+        } catch {
+            throw FerryError(.io, "cannot look up the snapshot \(name) that image \(record.id) was copied into: \(error)",
+                             hint: "run as root where the zfs command works, or verify the live image on purpose with --live")
+        }
+        guard let found else {
+            throw FerryError(.notFound, "the snapshot \(name) of image \(record.id) is gone: the image as copied can no longer be read",
+                             hint: "verify the live image on purpose with --live (differences may then be the guest's writes, not damage), or copy again")
+        }
+        guard found.guid == snap.guid else {
+            throw FerryError(.refused, "\(name) is not the snapshot the copy took: its guid is \(found.guid), the ledger recorded \(snap.guid ?? "?") (it was destroyed and taken again)",
+                             hint: "verify the live image on purpose with --live, or copy again; nothing was read")
+        }
+        let view: ImageView
+        if record.kind == .blockDevice {
+            view = try zvolSnapshot(name, dataset: snap.dataset, guid: found.guid)
+        } else {
+            view = try fileSnapshot(name, dataset: snap.dataset, canonical: record.canonical, guid: found.guid, run: run)
+        }
+        return view
+    }
+
+    /// A zvol's snapshot device, made visible for the run when the volume hides them.
+    private static func zvolSnapshot(_ name: String, dataset: String, guid: String) throws -> ImageView {
+        let device = ZFS.snapshotDevice(name)
+        let view = ImageView(readFrom: ReadFrom(kind: .snapshot, path: device, snapshot: name), guid: guid)
+        let snapdev = (try? ZFS.property("snapdev", of: dataset)) ?? "hidden"
+        if snapdev != "visible" {
+            do { try ZFS.setProperty("snapdev", "visible", on: dataset) } catch {
+                throw FerryError(.io, "cannot make the snapshot devices of \(dataset) visible: \(error)",
+                                 hint: "run as root, or verify the live volume on purpose with --live")
+            }
+            view.undo.append { try? ZFS.setProperty("snapdev", snapdev, on: dataset) }
+        }
+        for _ in 0..<200 where access(device, F_OK) != 0 { usleep(50_000) }
+        guard access(device, F_OK) == 0 else {
+            view.close()
+            throw FerryError(.notFound, "the snapshot device \(device) did not appear within 10 s",
+                             hint: "check udev, or verify the live volume on purpose with --live")
+        }
+        return view
+    }
+
+    /// The file inside the snapshot: through the dataset's .zfs/snapshot directory where there
+    /// is one, else a temporary read-only clone mounted in a private directory.
+    private static func fileSnapshot(_ name: String, dataset: String, canonical: String, guid: String, run: Int64) throws -> ImageView {
+        let mountpoint: String
+        do { mountpoint = try ZFS.property("mountpoint", of: dataset) } catch {
+            throw FerryError(.io, "cannot find where \(dataset) is mounted: \(error)", hint: "verify the live image on purpose with --live")
+        }
+        guard mountpoint.hasPrefix("/"), canonical == mountpoint || canonical.hasPrefix(mountpoint == "/" ? "/" : mountpoint + "/") else {
+            throw FerryError(.refused, "\(canonical) is not inside \(dataset) (mounted at \(mountpoint)) any more, where the snapshot was taken",
+                             hint: "verify the live image on purpose with --live")
+        }
+        let relative = mountpoint == "/" ? String(canonical.dropFirst()) : String(canonical.dropFirst(mountpoint.count + 1))
+        let short = String(name.drop { $0 != "@" }.dropFirst())
+        let inPlace = "\(mountpoint)/.zfs/snapshot/\(short)/\(relative)"
+        if access(inPlace, R_OK) == 0 {
+            return ImageView(readFrom: ReadFrom(kind: .snapshot, path: inPlace, snapshot: name), guid: guid)
+        }
+        var template = Array("/tmp/ferry-verify-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw FerryError.syscall("cannot create a folder for the clone of", path: name)
+        }
+        let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let clone = ZFS.cloneName(of: name, run: run)
+        let view = ImageView(readFrom: ReadFrom(kind: .clone, path: dir + "/" + relative, snapshot: name), guid: guid)
+        view.undo.append { rmdir(dir) }
+        if (try? ZFS.describe(clone)) != nil { try? ZFS.destroy(clone) }   // left by a killed run
+        do { try ZFS.clone(name, as: clone, mountpoint: dir) } catch {
+            view.close()
+            throw FerryError(.io, "cannot clone \(name) to read it: \(error)",
+                             hint: "run as root with room in the pool for a clone, or verify the live image on purpose with --live")
+        }
+        view.undo.append { try? ZFS.destroy(clone) }
+        return view
+    }
+}
