@@ -19,7 +19,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker
 	-Xcc -DFERRY_COMMIT='"$(FERRY_COMMIT)"'
 BUILD_PACKAGES := libssl-dev libzstd-dev libsqlite3-dev pkg-config
 DEB_PACKAGES := dpkg-dev lintian
-TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2 python3-fusepy
+TEST_PACKAGES := $(DEB_PACKAGES) openssh-server openssh-client util-linux coreutils pv rsync python3 sqlite3 e2fsprogs bc libfuse2 python3-fusepy zfs-fuse
 
 .PHONY: all build deps deb-deps test-deps test fuzz deb demo bench bench-rescue install man clean
 

@@ -119,7 +119,15 @@ final class ImageView {
             throw FerryError(.io, "cannot clone \(name) to read it: \(error)",
                              hint: "run as root with room in the pool for a clone, or verify the live image on purpose with --live")
         }
-        view.undo.append { try? ZFS.destroy(clone) }
+        view.undo.append {
+            // The file system lets go of a clone's mount a moment after its last file is closed.
+            var last: (any Error)?
+            for _ in 0..<40 {
+                do { try ZFS.destroy(clone); return } catch { last = error }
+                usleep(250_000)
+            }
+            Console.err("ferry: warning: the temporary clone \(clone) could not be destroyed (\(last.map { "\($0)" } ?? "?")); destroy it with `zfs destroy \(clone)`\n")
+        }
         return view
     }
 }

@@ -28,6 +28,7 @@ public enum Verifier {
         let view = try ImageView.open(target: target, record: record, live: live, run: Int64(getpid()))
         defer { view.close() }
         let file = try ImageFile.openForReading(view.readFrom.path, direct: true)
+        defer { file.close() }   // before the view is closed: a clone in use cannot be destroyed
         guard file.kind != .stream else {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }

@@ -137,9 +137,14 @@ final class PageCacheTests: FerryTestCase {
 
         let ready = scratch.file("mapped")
         let holder = try start(["/usr/bin/python3", "-c", """
-            import mmap, sys, time
-            f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); f.close()
-            s = sum(m[i] for i in range(0, len(m), 4096)); open(sys.argv[2], 'w').close(); time.sleep(120)
+            import ctypes, os, sys, time
+            libc = ctypes.CDLL(None)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+            fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
+            addr = libc.mmap(None, size, 1, 1, fd, 0); os.close(fd)   # PROT_READ, MAP_SHARED; no descriptor kept
+            pages = (ctypes.c_char * size).from_address(addr)
+            s = sum(pages[i][0] for i in range(0, size, 4096)); open(sys.argv[2], 'w').close(); time.sleep(120)
             """, dst, ready], in: scratch)
         defer { holder.signal(SIGKILL); _ = holder.wait(timeout: 10) }
         for _ in 0..<500 where !exists(ready) { usleep(10_000) }
@@ -153,8 +158,8 @@ final class PageCacheTests: FerryTestCase {
         XCTAssertEqual(try verify(dst).0.status, 0)
 
         // Resend does not claim a repair read back from the medium when only memory answered.
-        // (The mapping process closed the file: one that has it open is refused before anything
-        // is written, see ZFSTests.)
+        // (The mapping process keeps no descriptor: one that has the file open is refused before
+        // anything is written, see LiveImageTests.)
         try flipByte(dst, at: 1 << 20)   // through the page cache: the mapping sees it too
         XCTAssertEqual(try verify(dst).0.status, 1)
         let resend = try runProcess([TestPaths.ferry, "resend", src, dst, "--progress", "none", "--ledger", ledger],

@@ -40,8 +40,7 @@ final class RescueTests: FerryTestCase {
     }
 
     private func json(_ r: RunResult, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: r.stdout)
-        return try XCTUnwrap(object as? [String: Any], "not a JSON object: " + r.summary, file: file, line: line)
+        try jsonObject(r, file: file, line: line)
     }
 
     private func ranges(_ any: Any?) -> [Range<Int>] {

@@ -60,6 +60,12 @@ class FerryTestCase: XCTestCase {
         return (r, try decode(VerifyJSON.self, r.stdout, file: file, line: line))
     }
 
+    /// A run's stdout as a JSON object, for fields the JSON mirrors do not name.
+    func jsonObject(_ r: RunResult, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        let object = try? JSONSerialization.jsonObject(with: r.stdout)
+        return try XCTUnwrap(object as? [String: Any], "not a JSON object: " + r.summary, file: file, line: line)
+    }
+
     /// `ferry ledger export ID`: its lines.
     func export(_ id: Int64?, ledger: String? = nil, file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
         guard let id else {

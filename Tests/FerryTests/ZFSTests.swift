@@ -1,0 +1,186 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Destinations on a real ZFS pool (zfs-fuse, a pool on a file): the copy snapshots the dataset
+/// once the image is durable, verify reads that snapshot while the "guest" writes to the live
+/// file, and says so when the snapshot is gone or was taken again; damage beneath ZFS comes back
+/// as EIO and is reported. zfs-fuse has no zvols and no .zfs directories, so verify reads the
+/// snapshot through a temporary clone here; zvol names are table-tested in UnitTests.
+final class ZFSTests: FerryTestCase {
+    private var pool: ZfsPool?
+    private static let M = 1 << 20
+
+    override func tearDownWithError() throws {
+        pool?.destroy()
+        try super.tearDownWithError()
+    }
+
+    private func makePool() throws -> ZfsPool {
+        let p = try ZfsPool(in: scratch)
+        pool = p
+        return p
+    }
+
+    private func source() throws -> String {
+        let src = scratch.file("src.raw")
+        try writeImage(src, [.random(3 * Self.M), .zeros(2 * Self.M), .random(3 * Self.M)], seed: 901)
+        return src
+    }
+
+    private func run(_ args: [String]) throws -> RunResult {
+        try ferry(args + ["--progress", "none", "--ledger", ledger])
+    }
+
+    func testVerifyReadsTheSnapshotTheCopyTookWhileTheGuestWrites() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-100.raw"
+        let copied = try run(["copy", src, dst, "--json"])
+        XCTAssertEqual(copied.status, 0, copied.summary)
+        let c = try jsonObject(copied)
+        let transfer = try XCTUnwrap(c["transferId"] as? String)
+        let snapshot = "\(p.dataset)@ferry-\(transfer)"
+        XCTAssertEqual((c["destination"] as? [String: Any])?["snapshot"] as? String, snapshot, copied.out)
+        XCTAssertTrue(try p.names().contains(snapshot))
+        let id = try XCTUnwrap(c["imageId"] as? Int)
+        let shown = try ferry(["ledger", "show", String(id), "--ledger", ledger])
+        XCTAssertTrue(shown.out.contains("snapshot    \(snapshot) (guid "), shown.out)
+
+        // The guest writes to the live image.
+        try flipByte(dst, at: UInt64(Self.M + 5))
+        let v = try run(["verify", dst, "--json"])
+        XCTAssertEqual(v.status, 0, "the snapshot is the image as copied: " + v.summary)
+        let from = try XCTUnwrap(try jsonObject(v)["readFrom"] as? [String: Any])
+        XCTAssertEqual(from["kind"] as? String, "clone")
+        XCTAssertEqual(from["snapshot"] as? String, snapshot)
+        XCTAssertFalse(try p.names().contains { $0.contains("ferry-verify") }, "the temporary clone is left behind")
+        let text = try run(["verify", dst])
+        XCTAssertTrue(text.out.contains("read the snapshot \(snapshot) the copy took"), text.out)
+
+        // --live reads the live image on purpose, and finds the guest's write.
+        let live = try run(["verify", dst, "--live", "--json"])
+        XCTAssertEqual(live.status, 1, live.summary)
+        XCTAssertEqual((try jsonObject(live)["readFrom"] as? [String: Any])?["kind"] as? String, "live")
+        XCTAssertEqual(ranges(try jsonObject(live)["badRanges"]), [Self.M..<2 * Self.M])
+
+        // A snapshot taken again under the same name is not the copy's.
+        try p.zfs(["destroy", snapshot])
+        try p.zfs(["snapshot", snapshot])
+        let retaken = try run(["verify", dst])
+        assertRefusal(retaken, status: 5, mentions: ["is not the snapshot the copy took", "--live"])
+        // One that is gone is reported as gone, not as corruption.
+        try p.zfs(["destroy", snapshot])
+        let gone = try run(["verify", dst])
+        assertRefusal(gone, status: 3, mentions: ["\(snapshot) of image \(id) is gone", "--live"])
+        let released = try ferry(["ledger", "release", String(id), "--yes", "--ledger", ledger])
+        XCTAssertEqual(released.status, 0, released.summary)
+        XCTAssertTrue(released.out.contains("already gone"), released.out)
+        // Released, the live image is what verify reads.
+        let after = try run(["verify", dst, "--json"])
+        XCTAssertEqual(after.status, 1, after.summary)
+        XCTAssertEqual((try jsonObject(after)["readFrom"] as? [String: Any])?["kind"] as? String, "live")
+    }
+
+    func testReleaseDestroysTheSnapshotAndForgetRemovesTheRecords() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-101.raw"
+        let c = try jsonObject(try run(["copy", src, dst, "--json"]))
+        let id = String(try XCTUnwrap(c["imageId"] as? Int))
+        let snapshot = try XCTUnwrap((c["destination"] as? [String: Any])?["snapshot"] as? String)
+
+        assertRefusal(try ferry(["ledger", "release", id, "--ledger", ledger]), status: 64, mentions: ["--yes"])
+        assertRefusal(try ferry(["ledger", "forget", id, "--yes", "--ledger", ledger]), status: 5, mentions: ["still holds the snapshot", "ledger release"])
+        let released = try ferry(["ledger", "release", id, "--yes", "--ledger", ledger])
+        XCTAssertEqual(released.status, 0, released.summary)
+        XCTAssertFalse(try p.names().contains(snapshot), "release left the snapshot")
+        XCTAssertTrue(try ferry(["ledger", "show", id, "--ledger", ledger]).out.contains(", released "))
+        XCTAssertEqual(try ferry(["ledger", "forget", id, "--yes", "--ledger", ledger]).status, 0)
+        XCTAssertFalse(try ledgerImages(ledger).contains { String($0.id) == id })
+        // The image itself is untouched.
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch))
+    }
+
+    /// Damage beneath ZFS (the pool's file, under a dataset without compression) comes back as
+    /// EIO from ZFS's checksums: verify names those chunks, exit 1.
+    func testDamageBeneathZFSIsReportedAsUnreadableChunks() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-102.raw"
+        let copied = try run(["copy", src, dst, "--json", "--no-snapshot"])
+        XCTAssertEqual(copied.status, 0, copied.summary)
+        let d = try XCTUnwrap(try jsonObject(copied)["destination"] as? [String: Any])
+        XCTAssertTrue(d["snapshot"] is NSNull, "--no-snapshot: snapshot is null")
+        XCTAssertNil(d["snapshotError"])
+
+        // Find 4 KiB of chunk 6 in the pool's file and damage it there, with the pool exported.
+        let needle = readAll(src).subdata(in: (6 * Self.M + 65536)..<(6 * Self.M + 65536 + 4096))
+        try p.zpool(["export", p.name])
+        let poolBytes = readAll(p.file)
+        let at = try XCTUnwrap(poolBytes.range(of: needle)?.lowerBound, "the image's bytes are not in the pool file")
+        let fd = open(p.file, O_RDWR)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        var junk = [UInt8](repeating: 0xA5, count: 512)
+        XCTAssertEqual(pwrite(fd, &junk, 512, off_t(at + 1024)), 512)
+        fsync(fd)
+        close(fd)
+        try p.zpool(["import", "-d", (p.file as NSString).deletingLastPathComponent, p.name])
+
+        let (v, _) = try verify(dst)
+        XCTAssertEqual(v.status, 1, "damage beneath ZFS passed: " + v.summary)
+        let report = try jsonObject(v)
+        XCTAssertEqual(report["unreadableChunks"] as? [Int], [6], v.out)
+        XCTAssertEqual(ranges(report["badRanges"]), [6 * Self.M..<7 * Self.M], v.out)
+    }
+
+    /// Over ssh (the local transport here) the far end takes the snapshot and reads it.
+    func testAPushSnapshotsAtTheFarEnd() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-103.raw"
+        let pushed = try run(["copy", src, "localhost:\(dst)", "--json"] + remoteOptions())
+        XCTAssertEqual(pushed.status, 0, pushed.summary)
+        let c = try jsonObject(pushed)
+        let snapshot = "\(p.dataset)@ferry-\(try XCTUnwrap(c["transferId"] as? String))"
+        XCTAssertEqual((c["destination"] as? [String: Any])?["snapshot"] as? String, snapshot, pushed.out)
+        try flipByte(dst, at: 5)
+        let v = try run(["verify", "localhost:\(dst)", "--json"] + remoteOptions())
+        XCTAssertEqual(v.status, 0, v.summary)
+        XCTAssertEqual((try jsonObject(v)["readFrom"] as? [String: Any])?["snapshot"] as? String, snapshot)
+        let live = try run(["verify", "localhost:\(dst)", "--live"] + remoteOptions())
+        XCTAssertEqual(live.status, 1, live.summary)
+    }
+
+    private func ranges(_ any: Any?) -> [Range<Int>] {
+        ((any as? [[String: Any]]) ?? []).compactMap { d in
+            guard let o = d["offset"] as? Int, let l = d["length"] as? Int else { return nil }
+            return o..<(o + l)
+        }
+    }
+}
+
+/// An image another process has open (a running VM): verify warns that differences may be its
+/// writes, and resend refuses to overwrite them.
+final class LiveImageTests: FerryTestCase {
+    func testAnImageOpenElsewhereIsWarnedAboutAndNeverResentInto() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeRandom(src, size: 4 << 20, seed: 903)
+        _ = try copy(src, dst)
+        let ready = scratch.file("open")
+        let holder = try start(["/usr/bin/python3", "-c", "import sys, time; f = open(sys.argv[1], 'r+b'); open(sys.argv[2], 'w').close(); time.sleep(120)",
+                                dst, ready], in: scratch)
+        defer { holder.signal(SIGKILL); _ = holder.wait(timeout: 10) }
+        for _ in 0..<500 where !exists(ready) { usleep(10_000) }
+        try flipByte(dst, at: 3 << 20)
+
+        let v = try ferry(["verify", dst, "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(v.status, 1, v.summary)
+        XCTAssertTrue(v.out.contains("warning: \(dst) is open in pid ") && v.out.contains("not damage"), v.out)
+        let r = try ferry(["resend", src, dst, "--progress", "none", "--ledger", ledger])
+        assertRefusal(r, status: 5, mentions: ["is open in pid", "would overwrite what it writes"])
+        XCTAssertFalse(try sameBytes(src, dst, in: scratch), "the refused resend wrote")
+    }
+}
