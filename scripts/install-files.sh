@@ -11,6 +11,7 @@
 #   PREFIX/share/zsh/vendor-completions/_ferry                (PREFIX /usr; else zsh/site-functions)
 #   PREFIX/share/fish/vendor_completions.d/ferry.fish
 #   PREFIX/share/doc/ferry/README.md.gz, copyright
+#   PREFIX/share/doc/ferry/examples/systemd/ferry-audit.service, .timer (contrib/systemd)
 #
 # The completions come from BIN itself (swift-argument-parser's --generate-completion-script), so
 # they always match its options. --strip strips BIN's copy the way Debian packages do; without it
@@ -34,7 +35,7 @@ if [ "$PREFIX" = /usr ]; then zshdir=share/zsh/vendor-completions; else zshdir=s
 
 # mkdir, not install -d -m: directories that exist (/usr/local/bin) keep their modes.
 mkdir -p "$base/bin" "$base/share/man/man1" "$base/share/bash-completion/completions" \
-    "$base/$zshdir" "$base/share/fish/vendor_completions.d" "$base/share/doc/ferry"
+    "$base/$zshdir" "$base/share/fish/vendor_completions.d" "$base/share/doc/ferry/examples/systemd"
 
 if [ "$strip" = yes ]; then
     # What dh_strip does for a program: keep the build id, drop symbols, .comment and .note.
@@ -55,7 +56,13 @@ done
 
 gzip -9n <"$ROOT/README.md" >"$base/share/doc/ferry/README.md.gz"
 install -m 0644 "$ROOT/packaging/debian/copyright" "$base/share/doc/ferry/copyright"
+# The monthly audit, to copy to /etc/systemd/system and enable (see the README). The unit names
+# PREFIX/bin/ferry.
+for unit in "$ROOT"/contrib/systemd/ferry-audit.*; do
+    sed "s|/usr/bin/ferry|$PREFIX/bin/ferry|" "$unit" >"$base/share/doc/ferry/examples/systemd/${unit##*/}"
+done
 
 # New files get 0644 from the umask; a reinstall over older files gets it here.
 chmod 0644 "$base"/share/man/man1/ferry*.1.gz "$base/share/bash-completion/completions/ferry" "$base/$zshdir/_ferry" \
-    "$base/share/fish/vendor_completions.d/ferry.fish" "$base/share/doc/ferry/README.md.gz"
+    "$base/share/fish/vendor_completions.d/ferry.fish" "$base/share/doc/ferry/README.md.gz" \
+    "$base"/share/doc/ferry/examples/systemd/ferry-audit.*

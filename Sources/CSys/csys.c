@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <sys/vfs.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 
 int csys_open(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
@@ -113,4 +114,10 @@ int csys_ofd_trylock(int fd) {
     fl.l_start = 0;
     fl.l_len = 0;
     return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Puts this process in the idle I/O scheduling class (ioprio_set), so an audit's reads wait for
+   everyone else's. Returns 0, or -1 with errno. */
+int csys_ioprio_idle(void) {
+    return (int)syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
 }

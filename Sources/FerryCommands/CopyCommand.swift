@@ -25,6 +25,13 @@ struct CopyCommand: ParsableCommand {
             lock on its open file description, a block device by an exclusive open. A second \
             ferry copy, resume or resend onto it is refused (exit 5) before it changes a byte.
 
+            ON ZFS: a destination on ZFS (a zvol, or a file on a dataset) is snapshotted after \
+            the final sync and before the ledger records it complete: DATASET@ferry-<transfer id>, \
+            recorded with its guid (over ssh, the far end takes it). `ferry verify` reads that \
+            snapshot, so the guest's writes after the VM boots are not taken for corruption. \
+            --no-snapshot takes none; a snapshot that cannot be taken does not fail the copy, which \
+            says why (`destination.snapshotError` with --json). `ferry ledger release ID` destroys it.
+
             A FAILING SOURCE: by default a read error ends the copy (exit 4). With \
             --on-read-error=record ferry reads around it as ddrescue does on its first pass: a \
             failing read is halved down to the device's logical sector (a page for a file), so \

@@ -31,6 +31,24 @@ struct VerifyCommand: ParsableCommand {
             not the medium, and the verdict is UNVERIFIED (exit 5) rather than OK. On tmpfs memory \
             is the medium.
 
+            ON ZFS: where the copy took a snapshot of its destination (see ferry-copy(1)), verify \
+            reads that snapshot, the exact image the ledger describes, whatever the guest wrote \
+            since: a zvol through its snapshot device (snapdev=visible is set for the run and put \
+            back), a file through the dataset's .zfs/snapshot directory or a temporary read-only \
+            clone, destroyed afterwards. --json says which in `readFrom`. A snapshot that is gone \
+            (exit 3) or was destroyed and taken again (exit 5) is reported as such, never as \
+            corruption; --live reads the live image on purpose. Without a snapshot, an image that \
+            another process has open (a running VM) gets a warning that differences may be its writes.
+
+            AUDITS: --all verifies every complete destination image in this host's ledger, one \
+            line each and a summary; an image that cannot be verified is reported and the rest go \
+            on (--json: {"status": "ok" | "corrupt" | "error", "images": [...]}). It reads at idle \
+            I/O priority (--io-priority), --max-rate caps the read rate, and --metrics-file writes \
+            the results for node_exporter's textfile collector. contrib/systemd holds a monthly \
+            timer and service for it. Ctrl-C or SIGTERM records where a verify stopped; --resume \
+            (with TARGET, or with --all for the audit) goes on from there, against the same \
+            snapshot, and still reports what was found before the stop.
+
             An image copied with --on-read-error=record holds zeros where its source could not be \
             read. Verify lists those ranges as "unreadable at copy time", apart from any damage \
             found since, and the verdict is INCOMPLETE (exit 1) until `ferry resend` fills them. \
@@ -38,7 +56,7 @@ struct VerifyCommand: ParsableCommand {
             ever computed over its real bytes): the next verify whose every chunk matches \
             computes it and records it in the ledger, and says so.
 
-            Exit status: 0 when every chunk matched, 1 when corruption, an unstable chunk, a size change or ranges unreadable at copy time were found, \
+            Exit status (--all: 1 when any image is not intact, else the first error's status): 0 when every chunk matched, 1 when corruption, an unstable chunk, a size change or ranges unreadable at copy time were found, \
             5 when chunks could only be read from memory, \
             other values for errors (see ferry(1)).
 
@@ -46,17 +64,34 @@ struct VerifyCommand: ParsableCommand {
               ferry verify /dev/zvol/rpool/data/vm-100-disk-0
               ferry verify --json backup.raw
               ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0
+              ferry verify --live /dev/zvol/rpool/data/vm-100-disk-0
+              ferry verify --all --max-rate 200M --metrics-file /var/lib/prometheus/node-exporter/ferry.prom
             """
     )
 
-    @Argument(help: ArgumentHelp("The image to verify: file, block device or [user@]host:path.", valueName: "target"))
-    var target: String
+    @Argument(help: ArgumentHelp("The image to verify: file, block device or [user@]host:path (none with --all).", valueName: "target"))
+    var target: String?
+
+    @Flag(name: .long, help: "Audit every complete destination image in this host's ledger, one after another.")
+    var all = false
 
     @Option(name: .long, help: ArgumentHelp("Verify against this ledger image id instead of the latest one for TARGET.", valueName: "id"))
     var image: Int64?
 
     @Flag(name: .long, help: "Read the image as it is now, even where the copy took a ZFS snapshot of it (before the VM first boots, say).")
     var live = false
+
+    @Flag(name: .long, help: "Continue the interrupted verify of TARGET (with --all: the interrupted audit) where it stopped.")
+    var resume = false
+
+    @Option(name: .long, help: ArgumentHelp("Read at most this many bytes a second (e.g. 100M), so the VMs on the pool keep their I/O.", valueName: "rate"))
+    var maxRate: String?
+
+    @Option(name: .long, help: ArgumentHelp("I/O priority of the reads: idle waits for every other process's I/O; auto is idle with --all.", valueName: "class"))
+    var ioPriority: IOPriority = .auto
+
+    @Option(name: .long, help: ArgumentHelp("Write the results in the Prometheus text format to this file (atomically), for node_exporter's textfile collector.", valueName: "path"))
+    var metricsFile: String?
 
     @Option(name: .long, help: ArgumentHelp("How to show progress on stderr.", valueName: "style"))
     var progress: ProgressStyle = .auto
@@ -68,32 +103,124 @@ struct VerifyCommand: ParsableCommand {
 
     @OptionGroup var remote: RemoteOptions
 
+    enum IOPriority: String, ExpressibleByArgument, CaseIterable { case auto, idle, normal }
+
     func run() throws {
         try reporting(json: json) {
-            let location = Location.parse(target)
-            let report: VerifyReport
-            if case .remote(let host, let path) = location {
-                let meter = ProgressMeter(style: progress, total: nil, label: "verify")
-                meter.start()
-                defer { meter.finish() }
-                // This host's record of the same copy, when there is one, checks the far record.
-                let local = try? ledgerOptions.open(create: false)
-                report = try RemoteVerify.run(host: host, path: path, imageId: image, settings: remote.settings,
-                                              ledger: local, progress: meter.counter, live: live)
-            } else {
-                let ledger = try ledgerOptions.open(create: false)
-                let record = try Verifier.findImage(target: target, imageId: image, ledger: ledger)
-                let meter = ProgressMeter(style: progress, total: record.size, label: "verify")
-                meter.start()
-                defer { meter.finish() }
-                report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter, live: live)
+            var rate: UInt64?
+            if let maxRate {
+                guard let n = ChunkGeometry.parseSize(maxRate), n > 0 else {
+                    throw FerryError(.usage, "cannot read --max-rate '\(maxRate)'", hint: "bytes a second, with an optional K, M or G suffix, e.g. --max-rate 100M")
+                }
+                rate = UInt64(n)
+            }
+            if ioPriority == .idle || (ioPriority == .auto && all) {
+                if !Sys.idleIOPriority() { Output.stderr("ferry: note: could not lower the I/O priority to idle; reading at normal priority") }
+            }
+            if all {
+                guard target == nil, image == nil else {
+                    throw FerryError(.usage, "--all audits every image in the ledger; leave out TARGET and --image")
+                }
+                return try audit(rate: rate)
+            }
+            guard let target else {
+                throw FerryError(.usage, "name the image to verify, or pass --all", hint: "e.g. ferry verify /dev/zvol/rpool/data/vm-100-disk-0")
+            }
+            let report = try verifyOne(target, rate: rate)
+            if let metricsFile {
+                try AuditMetrics.write(AuditMetrics.text([Audit.Entry(imageId: report.imageId, path: target, report: report)]), to: metricsFile)
             }
             Output.stdout(json ? Output.json(report) : Self.summary(report))
-            switch report.status {
-            case .ok: return .ok
-            case .corrupt, .unstable, .incomplete: return .corrupt
-            case .unverified: return .refused
+            return Self.exitStatus(report)
+        }
+    }
+
+    static func exitStatus(_ report: VerifyReport) -> ExitStatus {
+        switch report.status {
+        case .ok: return .ok
+        case .corrupt, .unstable, .incomplete: return .corrupt
+        case .unverified: return .refused
+        }
+    }
+
+    private func verifyOne(_ target: String, rate: UInt64?) throws -> VerifyReport {
+        if case .remote(let host, let path) = Location.parse(target) {
+            let meter = ProgressMeter(style: progress, total: nil, label: "verify")
+            meter.start()
+            defer { meter.finish() }
+            // This host's record of the same copy, when there is one, checks the far record.
+            let local = try? ledgerOptions.open(create: false)
+            return try RemoteVerify.run(host: host, path: path, imageId: image, settings: remote.settings,
+                                        ledger: local, progress: meter.counter, live: live, maxRate: rate, resume: resume)
+        }
+        let ledger = try ledgerOptions.open(create: false)
+        let record = try Verifier.findImage(target: target, imageId: image, ledger: ledger)
+        let meter = ProgressMeter(style: progress, total: record.size, label: "verify")
+        meter.start()
+        defer { meter.finish() }
+        return try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter, live: live,
+                                maxRate: rate, resume: resume)
+    }
+
+    /// `--all`: one verify per image, a line each, a summary; an image that cannot be verified
+    /// is reported and the others go on.
+    private func audit(rate: UInt64?) throws -> ExitStatus {
+        let ledger = try ledgerOptions.open(create: false)
+        var images = try Audit.images(in: ledger)
+        // --resume: the audit goes on at the image whose verify was interrupted (the images
+        // before it were audited by the interrupted run), from where that verify stopped.
+        var resumeAt: Int64?
+        if resume {
+            if let i = try images.firstIndex(where: { try Verifier.interruptedVerify(of: $0.id, in: ledger) != nil }) {
+                resumeAt = images[i].id
+                if !json { Output.stdout("resuming the audit at image \(images[i].id) (\(images.count - i) of \(images.count) left)") }
+                images.removeFirst(i)
+            } else if !json {
+                Output.stdout("no interrupted audit to resume: auditing every image")
             }
+        }
+        var entries: [Audit.Entry] = []
+        var firstError: FerryError?
+        for (n, record) in images.enumerated() {
+            let meter = ProgressMeter(style: progress, total: record.size, label: "verify \(n + 1)/\(images.count)")
+            meter.start()
+            do {
+                let report = try Verifier.run(target: record.canonical, imageId: record.id, ledger: ledger, progress: meter.counter,
+                                              live: live, maxRate: rate, resume: record.id == resumeAt)
+                meter.finish()
+                entries.append(Audit.Entry(imageId: record.id, path: record.canonical, report: report))
+                if !json {
+                    let text = Self.summary(report)
+                    Output.stdout(report.status == .ok ? "image \(record.id): " + (text.split(separator: "\n").last.map(String.init) ?? "")
+                                                      : "image \(record.id):\n" + text.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+                }
+            } catch var e as FerryError where e.code == .interrupted {
+                meter.finish()
+                e.hint = (e.hint.map { $0 + "; " } ?? "") + "`ferry verify --all --resume` goes on with the audit there"
+                throw e
+            } catch let e as FerryError {
+                meter.finish()
+                firstError = firstError ?? e
+                entries.append(Audit.Entry(imageId: record.id, path: record.canonical, error: e.description, errorKind: "\(e.code)"))
+                if !json { Output.stdout("image \(record.id): ERROR: \(Output.printable(record.canonical)): \(e)") }
+            } catch {
+                meter.finish()
+                throw error
+            }
+        }
+        if let metricsFile { try AuditMetrics.write(AuditMetrics.text(entries), to: metricsFile) }
+        let status = Audit.status(of: entries)
+        if json {
+            Output.stdout(Output.json(Audit.Report(status: status, images: entries)))
+        } else {
+            let ok = entries.filter { $0.report?.status == .ok }.count
+            let errors = entries.filter { $0.report == nil }.count
+            Output.stdout("audited \(entries.count) image(s) in \(ledger.path): \(ok) OK, \(entries.count - ok - errors) not intact, \(errors) could not be verified")
+        }
+        switch status {
+        case "corrupt": return .corrupt
+        case "error": return firstError.map { ExitStatus.of($0.code) } ?? .io
+        default: return .ok
         }
     }
 

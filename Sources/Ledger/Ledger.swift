@@ -451,6 +451,11 @@ public final class Ledger {
                       .int(Int64(bytesWritten)), .int(Int64(bytesSent)), .int(run)])
     }
 
+    /// Stores a run's detail before it ends (an interrupted verify's resume point).
+    public func setRunDetail(_ run: Int64, _ detail: String) throws {
+        try db.prepare("UPDATE runs SET detail = ? WHERE id = ?").run([.text(detail), .int(run)])
+    }
+
     /// Runs `body` for an open run: an error ends the run as failed (interrupted, for a signal)
     /// with that error, so no run stays "running" after its process reported a failure.
     public func recording<T>(_ run: Int64, _ body: () throws -> T) throws -> T {

@@ -38,13 +38,6 @@ public final class RepairTarget {
         let image = try Verifier.findImage(target: path, imageId: imageId, ledger: ledger)
         // Never repair another image that now answers to the recorded name.
         try Verifier.checkMedium(of: try ImageFile.openForReading(path, direct: false), against: image)
-        // A resend writes the live image: one that another program has open (a running VM) would
-        // lose that program's writes to the bytes the copy had.
-        let holders = Footprint.holders(of: path)
-        guard holders.isEmpty else {
-            throw FerryError(.refused, "\(path) is open in \(holders.joined(separator: ", ")); a resend would overwrite what it writes",
-                             hint: "stop it (shut the VM down) and run the resend again; nothing was written")
-        }
         var report: VerifyReport?
         if verifyFirst {
             // The live image is what a resend repairs, so that is what its verify reads.
@@ -93,6 +86,14 @@ public final class RepairTarget {
         return try ledger.recording(run) {
             let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false, ledger: ledger)
             try writer.open(expectedSize: image.size, source: nil)
+            // Claimed (another ferry writing it was refused just now, by name). A resend writes
+            // the live image: one that another program has open (a running VM) would lose that
+            // program's writes to the bytes the copy had.
+            let holders = Footprint.holders(of: path)
+            guard holders.isEmpty else {
+                throw FerryError(.refused, "\(path) is open in \(holders.joined(separator: ", ")); a resend would overwrite what it writes",
+                                 hint: "stop it (shut the VM down) and run the resend again; nothing was written")
+            }
             let reader = try ImageFile.openForReading(path, direct: true)
             let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
             let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)

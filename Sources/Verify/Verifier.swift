@@ -1,4 +1,5 @@
 import Chunks
+import Foundation
 import Glibc
 import Ledger
 
@@ -11,8 +12,9 @@ public enum Verifier {
 
     /// - `live`: read the image as it is now even when the copy took a ZFS snapshot of it (which
     ///   is otherwise what is read: the exact image the ledger describes).
+    /// - `maxRate`: read at most this many bytes a second (so the VMs on the pool keep their I/O).
     public static func run(target: String, imageId: Int64?, ledger: Ledger, progress: ProgressCounter,
-                           live: Bool = false) throws -> VerifyReport {
+                           live: Bool = false, maxRate: UInt64? = nil, resume: Bool = false) throws -> VerifyReport {
         let started = monotonicSeconds()
         let record = try findImage(target: target, imageId: imageId, ledger: ledger)
         guard let expectedSize = record.size, let count = record.chunkCount else {
@@ -47,7 +49,20 @@ public enum Verifier {
         let unreadableAtCopy = try ledger.unreadable(image: record.id)
         // An image whose last unreadable range a resend filled has no whole-image SHA-256 yet:
         // this full read computes it (and records it only if every chunk matches).
-        let computeDigest = record.digestPending && record.sha256 == nil && unreadableAtCopy.isEmpty
+        // --resume: the interrupted verify's place and what it had found, against the same read.
+        var resumed: VerifyProgress?
+        if resume {
+            guard let p = try interruptedVerify(of: record.id, in: ledger) else {
+                throw FerryError(.notFound, "the latest verify of image \(record.id) (\(target)) was not interrupted, so there is nothing to resume",
+                                 hint: "run it without --resume")
+            }
+            guard p.readFrom?.kind == view.readFrom.kind, p.snapshotGuid == view.guid else {
+                throw FerryError(.refused, "the interrupted verify of image \(record.id) read \(p.readFrom?.snapshot ?? "the live image") (guid \(p.snapshotGuid ?? "-")); this one would read \(view.readFrom.snapshot ?? "the live image") (guid \(view.guid ?? "-"))",
+                                 hint: "run it without --resume, which reads the whole image again")
+            }
+            resumed = p
+        }
+        let computeDigest = resumed == nil && record.digestPending && record.sha256 == nil && unreadableAtCopy.isEmpty
         let run = try ledger.startRun(image: record.id, kind: .verify)
         return try ledger.recording(run) {
             // Drop what the cache holds first, with or without O_DIRECT (a file system may accept
@@ -59,19 +74,27 @@ public enum Verifier {
             let readable = min(actualSize, expectedSize)
             let readableChunks = ChunkGeometry(size: readable, chunkSize: record.chunkSize).count
 
-            var mismatched: [Int] = []
-            var unreadable = Set<Int>()
+            var mismatched: [Int] = resumed?.mismatched ?? []
+            var unreadable = Set<Int>(resumed?.unreadable ?? [])
             // Chunks whose bytes could only have come from memory (see `ImageFile.onlyInMemory`).
-            var cached = Set<Int>()
-            var bytesRead: UInt64 = 0
+            var cached = Set<Int>(resumed?.cached ?? [])
+            var bytesRead: UInt64 = resumed?.bytesRead ?? 0
+            let start = min(resumed?.resumeAt ?? 0, readableChunks)
+            if start > 0 { progress.set(UInt64(start) * UInt64(record.chunkSize)) }
+            // The chunks consumed so far are [0, next): a stop records `next` to resume at.
+            var next = start
+            let pace = maxRate.map { Pace(bytesPerSecond: $0) }
             let pump = ChunkPump(chunkSize: record.chunkSize)
             // Every chunk is visited; a chunk cut short by a shrunken image is read as far as it goes.
-            let pass = try pump.run(indices: Array(0..<readableChunks), hasher: computeDigest ? SHA256Hasher() : nil, fill: { slot in
+            let pass: PumpResult
+            do {
+            pass = try pump.run(indices: Array(start..<readableChunks), hasher: computeDigest ? SHA256Hasher() : nil, fill: { slot in
                 let want = geometry.length(of: slot.index)
                 let avail = Int(min(UInt64(want), readable - slot.offset))
                 do {
                     let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
                     bytesRead += UInt64(n)
+                    try pace?.wait(after: UInt64(n))
                     if file.onlyInMemory(at: slot.offset, count: avail) { cached.insert(slot.index) }
                     if n < avail {
                         unreadable.insert(slot.index)
@@ -87,8 +110,18 @@ public enum Verifier {
                 if rows[slot.index].digest != slot.digest || slot.length != geometry.length(of: slot.index) {
                     mismatched.append(slot.index)
                 }
+                next = slot.index + 1
                 progress.add(slot.length)
             })
+            } catch var e as FerryError where e.code == .interrupted {
+                // Where it stopped and what it had found, so `--resume` goes on from there.
+                let saved = VerifyProgress(resumeAt: next, mismatched: mismatched.filter { $0 < next },
+                                           unreadable: unreadable.filter { $0 < next }.sorted(), cached: cached.filter { $0 < next }.sorted(),
+                                           bytesRead: bytesRead, readFrom: view.readFrom, snapshotGuid: view.guid)
+                try? ledger.setRunDetail(run, Ledger.json(saved))
+                e.hint = "chunks [0, \(next)) were read; `ferry verify --resume` continues from there"
+                throw e
+            }
 
             // A mismatch is read again, from the medium, `rereads` times. Wrong on every read:
             // corrupt. Right on some read: unstable (a `transient` finding), which is not intact
@@ -144,10 +177,11 @@ public enum Verifier {
                 digestRecorded = whole.hex
             }
             // The findings belong to what was read: the run's detail names it (a snapshot by its guid).
-            struct Detail: Encodable { var readFrom: ReadFrom; var snapshotGuid: String? }
+            struct Detail: Encodable { var readFrom: ReadFrom; var snapshotGuid: String?; var resumedAt: Int? }
             try ledger.finishRun(run, image: record.id,
                                  Ledger.RunEnd(result: status.runResult, bytesRead: bytesRead, readMode: file.readMode,
-                                               detail: Ledger.json(Detail(readFrom: view.readFrom, snapshotGuid: view.guid))),
+                                               detail: Ledger.json(Detail(readFrom: view.readFrom, snapshotGuid: view.guid,
+                                                                          resumedAt: start > 0 ? start : nil))),
                                  findings: findings)
             return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                                 expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
@@ -156,8 +190,16 @@ public enum Verifier {
                                 unreadableChunks: unreadable.sorted(), sizeChanged: sizeChanged, bytesRead: bytesRead,
                                 readMode: file.readMode, seconds: monotonicSeconds() - started, record: RecordSummary(record),
                                 unreadableAtCopy: unreadableAtCopy.isEmpty ? nil : unreadableAtCopy, digestRecorded: digestRecorded,
-                                readFrom: view.readFrom, warnings: warnings.isEmpty ? nil : warnings)
+                                readFrom: view.readFrom, warnings: warnings.isEmpty ? nil : warnings,
+                                resumedAt: start > 0 ? start : nil)
         }
+    }
+
+    /// The saved place of an image's latest verify, when that verify was interrupted.
+    public static func interruptedVerify(of image: Int64, in ledger: Ledger) throws -> VerifyProgress? {
+        guard let last = try ledger.runs(image: image).last(where: { $0.kind == .verify }), last.result == .interrupted,
+              let detail = last.detail else { return nil }
+        return try? JSONDecoder().decode(VerifyProgress.self, from: Data(detail.utf8))
     }
 
     /// Refuses a block device whose medium is not the one the copy wrote: loop devices re-attached
@@ -190,4 +232,35 @@ public enum Verifier {
         }
         return r
     }
+}
+
+/// Holds a reader to a rate: after each read it sleeps as long as the bytes so far are ahead of
+/// the rate since the start.
+final class Pace {
+    let bytesPerSecond: Double
+    private let started = monotonicSeconds()
+    private var bytes: UInt64 = 0
+
+    init(bytesPerSecond: UInt64) { self.bytesPerSecond = Double(max(bytesPerSecond, 1)) }
+
+    func wait(after n: UInt64) throws {
+        bytes += n
+        let ahead = Double(bytes) / bytesPerSecond - (monotonicSeconds() - started)
+        if ahead > 0 {
+            try Interrupts.check()
+            usleep(UInt32(min(ahead, 5) * 1_000_000))
+        }
+    }
+}
+
+/// Where an interrupted verify stopped, and what it had found before: chunks [0, resumeAt) were
+/// read and compared.
+public struct VerifyProgress: Codable, Sendable {
+    public var resumeAt: Int
+    public var mismatched: [Int]
+    public var unreadable: [Int]
+    public var cached: [Int]
+    public var bytesRead: UInt64
+    public var readFrom: ReadFrom?
+    public var snapshotGuid: String?
 }

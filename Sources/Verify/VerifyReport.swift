@@ -108,6 +108,8 @@ public struct VerifyReport: Codable, Sendable {
     public var readFrom: ReadFrom?
     /// Things the verdict should be read with (the image is open in a running VM, say).
     public var warnings: [String]?
+    /// `--resume`: the chunk this verify went on from (an interrupted verify read those before).
+    public var resumedAt: Int?
 }
 
 extension BadRange {

@@ -85,8 +85,14 @@ public struct VerifyRequest: Sendable, Equatable {
     public var timeout: Double?
     /// Read the live image even where the copy took a ZFS snapshot of it.
     public var live = false
-    public init(path: String, ledger: String?, imageId: Int64?, timeout: Double? = nil, live: Bool = false) {
-        (self.path, self.ledger, self.imageId, self.timeout, self.live) = (path, ledger, imageId, timeout, live)
+    /// Read at most this many bytes a second.
+    public var maxRate: UInt64?
+    /// Continue the image's interrupted verify.
+    public var resume = false
+    public init(path: String, ledger: String?, imageId: Int64?, timeout: Double? = nil, live: Bool = false, maxRate: UInt64? = nil,
+                resume: Bool = false) {
+        (self.path, self.ledger, self.imageId, self.timeout, self.live, self.maxRate) = (path, ledger, imageId, timeout, live, maxRate)
+        self.resume = resume
     }
 }
 
@@ -164,7 +170,7 @@ extension Request {
             return f.operation == .receive ? .receive(r) : .send(r)
         case .verify:
             return .verify(VerifyRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, timeout: try timeout(f.timeout),
-                                         live: f.live ?? false))
+                                         live: f.live ?? false, maxRate: f.maxRate, resume: f.resume))
         case .resendReceive:
             guard subBlockOK(f.subBlockSize) else { throw FerryError(.wire, "the request's sub-block size is \(f.subBlockSize)") }
             return .resendReceive(RepairRequest(path: f.path, ledger: f.ledger, imageId: f.imageId, verifyFirst: f.verifyFirst,
@@ -213,6 +219,7 @@ struct RequestFrame: Codable {
     var retries: Int?
     var snapshot: Bool?
     var live: Bool?
+    var maxRate: UInt64?
 
     init(_ r: Request) {
         switch r {
@@ -239,6 +246,8 @@ struct RequestFrame: Codable {
             (operation, path, ledger, imageId) = (.verify, v.path, v.ledger, v.imageId)
             timeout = v.timeout ?? 0
             live = v.live ? true : nil
+            maxRate = v.maxRate
+            resume = v.resume
         case .resendReceive(let rr):
             (operation, path, ledger, imageId, verifyFirst, subBlockSize, peer) =
                 (.resendReceive, rr.path, rr.ledger, rr.imageId, rr.verifyFirst, rr.subBlockSize, rr.peer)

@@ -22,6 +22,8 @@ final class PackageTests: FerryTestCase {
         "/usr/share/doc/ferry/README.md.gz",
         "/usr/share/doc/ferry/copyright",
         "/usr/share/doc/ferry/changelog.Debian.gz",
+        "/usr/share/doc/ferry/examples/systemd/ferry-audit.service",
+        "/usr/share/doc/ferry/examples/systemd/ferry-audit.timer",
     ]
 
     /// man/*.1 of this tree: the package installs each as /usr/share/man/man1/NAME.gz.

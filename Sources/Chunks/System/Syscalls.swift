@@ -23,6 +23,9 @@ public enum Sys {
         }
     }
 
+    /// Puts this process in the idle I/O class: its reads wait for every other process's.
+    public static func idleIOPriority() -> Bool { csys_ioprio_idle() == 0 }
+
     public static func pread(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int, _ offset: UInt64) -> Int {
         var count = count
         if let r = transfer(.pread, offset: offset, count: &count) { return r }

@@ -11,12 +11,13 @@ public enum RemoteVerify {
     /// record describes, the two must agree (a far ledger edited to match damage would otherwise
     /// make the far verify say OK).
     public static func run(host: String, path: String, imageId: Int64?, settings: RemoteSettings, ledger: Ledger?,
-                           progress: ProgressCounter, live: Bool = false) throws -> VerifyReport {
+                           progress: ProgressCounter, live: Bool = false, maxRate: UInt64? = nil,
+                           resume: Bool = false) throws -> VerifyReport {
         let shell = try Session.open(host: host, settings: settings)
         defer { shell.finish() }
         let conn = shell.connection
         let request = Request.verify(VerifyRequest(path: path, ledger: settings.remoteLedger, imageId: imageId, timeout: settings.timeout,
-                                                    live: live))
+                                                    live: live, maxRate: maxRate, resume: resume))
         try conn.send(.request, request.encode())
         var talk = Conversation(.verifyClient, peer: conn.peerName)
         while true {

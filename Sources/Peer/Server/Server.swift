@@ -152,7 +152,7 @@ public enum Server {
         timer.resume()
         defer { timer.cancel() }
         var report = try Verifier.run(target: request.path, imageId: request.imageId, ledger: ledger, progress: progress,
-                                      live: request.live)
+                                      live: request.live, maxRate: request.maxRate, resume: request.resume)
         report.host = ledger.host
         timer.cancel()
         try conn.sendJSON(.result, report)
