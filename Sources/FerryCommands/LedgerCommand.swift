@@ -122,6 +122,12 @@ struct LedgerCommand: ParsableCommand {
                     }
                     if r.run.bytesWritten > 0 { parts.append("wrote \(Output.bytes(r.run.bytesWritten))") }
                     if r.run.bytesSent > 0 { parts.append("sent \(Output.bytes(r.run.bytesSent))") }
+                    // A verify names what it read: the snapshot (with its guid) or the live image.
+                    struct Read: Decodable { struct From: Decodable { var kind: String; var snapshot: String? }; var readFrom: From?; var snapshotGuid: String? }
+                    if r.run.kind == .verify, let d = r.run.detail, let read = try? JSONDecoder().decode(Read.self, from: Data(d.utf8)),
+                       let from = read.readFrom {
+                        parts.append(from.snapshot.map { "of \($0)" + (read.snapshotGuid.map { " (guid \($0))" } ?? "") } ?? "of the \(from.kind) image")
+                    }
                     lines.append("run \(r.run.id): \(r.run.kind.rawValue) \(r.run.result.rawValue), \(r.run.startedAt) - \(r.run.endedAt ?? "(unfinished)")"
                         + (parts.isEmpty ? "" : ", " + parts.joined(separator: ", ")))
                     if let error = r.run.error { lines.append("  error: \(Output.printable(error))") }

@@ -35,6 +35,9 @@ public enum Verifier {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
         }
         var warnings: [String] = []
+        if live, let snap = record.snapshot, snap.held, let name = snap.name {
+            warnings.append("read the live image on purpose (--live), not the snapshot \(name) the copy took: differences may be the guest's writes")
+        }
         if view.readFrom.kind == .live {
             // The snapshot's guid stands for the medium; the live image's medium must be the recorded one.
             try checkMedium(of: file, against: record)

@@ -65,6 +65,11 @@ final class ZFSTests: FerryTestCase {
         XCTAssertEqual(live.status, 1, live.summary)
         XCTAssertEqual((try jsonObject(live)["readFrom"] as? [String: Any])?["kind"] as? String, "live")
         XCTAssertEqual(ranges(try jsonObject(live)["badRanges"]), [Self.M..<2 * Self.M])
+        let liveText = try run(["verify", dst, "--live"])
+        XCTAssertTrue(liveText.out.contains("warning: read the live image on purpose (--live), not the snapshot \(snapshot)"), liveText.out)
+        let history = try ferry(["ledger", "show", String(id), "--ledger", ledger]).out
+        XCTAssertTrue(history.contains("verify ok") && history.contains("of \(snapshot) (guid "), history)
+        XCTAssertTrue(history.contains("verify corrupt") && history.contains("of the live image"), history)
 
         // A snapshot taken again under the same name is not the copy's.
         try p.zfs(["destroy", snapshot])
