@@ -123,9 +123,17 @@ struct VerifyCommand: ParsableCommand {
                 }
                 return try audit(rate: rate)
             }
-            guard let target else {
-                throw FerryError(.usage, "name the image to verify, or pass --all", hint: "e.g. ferry verify /dev/zvol/rpool/data/vm-100-disk-0")
+            // --image ID alone: the image is where its record says.
+            let named: String
+            if let target {
+                named = target
+            } else if let image, let record = try ledgerOptions.open(create: false).image(image) {
+                named = record.canonical
+            } else {
+                throw FerryError(.usage, image == nil ? "name the image to verify, or pass --all" : "no image \(image!) in the ledger",
+                                 hint: "e.g. ferry verify /dev/zvol/rpool/data/vm-100-disk-0, or `ferry ledger list` for the ids")
             }
+            let target = named
             let report = try verifyOne(target, rate: rate)
             if let metricsFile {
                 try AuditMetrics.write(AuditMetrics.text([Audit.Entry(imageId: report.imageId, path: target, report: report)]), to: metricsFile)

@@ -46,6 +46,10 @@ final class AuditTests: FerryTestCase {
         let onlyMissing = try ferry(["verify", "--all", "--progress", "none", "--ledger", ledger])
         XCTAssertEqual(onlyMissing.status, 3, onlyMissing.summary)
         assertRefusal(try ferry(["verify", "--all", dsts[0], "--ledger", ledger]), status: 64, mentions: ["--all"])
+        // --image ID alone verifies that image where its record says it is.
+        let one = try ferry(["verify", "--image", String(ids[0]), "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(one.status, 0, one.summary)
+        XCTAssertEqual(try jsonObject(one)["target"] as? String, dsts[0])
     }
 
     /// An interrupted verify records where it stopped and what it had found; --resume goes on

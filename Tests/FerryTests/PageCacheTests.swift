@@ -135,20 +135,8 @@ final class PageCacheTests: FerryTestCase {
         XCTAssertEqual(plain.status, 0, "with nothing mapped, the dropped cache is the medium's: " + plain.summary)
         XCTAssertTrue(plain.out.contains("\"readMode\":\"buffered-dropcache\""), plain.out)
 
-        let ready = scratch.file("mapped")
-        let holder = try start(["/usr/bin/python3", "-c", """
-            import ctypes, os, sys, time
-            libc = ctypes.CDLL(None)
-            libc.mmap.restype = ctypes.c_void_p
-            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-            fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
-            addr = libc.mmap(None, size, 1, 1, fd, 0); os.close(fd)   # PROT_READ, MAP_SHARED; no descriptor kept
-            pages = (ctypes.c_char * size).from_address(addr)
-            s = sum(pages[i][0] for i in range(0, size, 4096)); open(sys.argv[2], 'w').close(); time.sleep(120)
-            """, dst, ready], in: scratch)
+        let holder = try mapWithoutDescriptor(dst)
         defer { holder.signal(SIGKILL); _ = holder.wait(timeout: 10) }
-        for _ in 0..<500 where !exists(ready) { usleep(10_000) }
-        XCTAssertTrue(exists(ready), "the mapping process did not start")
 
         let r = try runProcess([TestPaths.ferry, "verify", dst, "--progress", "none", "--json", "--ledger", ledger],
                                in: scratch, env: refuseDirect)
@@ -167,5 +155,45 @@ final class PageCacheTests: FerryTestCase {
         XCTAssertEqual(resend.status, 5, resend.summary)
         XCTAssertTrue(resend.stderr.contains("could only be read back from memory"), resend.summary)
         XCTAssertFalse(resend.out.contains("read back from the medium and matches"), resend.summary)
+    }
+
+    /// A process that maps `path` (reading every page in) and keeps no descriptor of it, as a
+    /// program with the image mapped would: its pages survive a cache drop.
+    private func mapWithoutDescriptor(_ path: String) throws -> Background {
+        let ready = scratch.file("mapped-\(UInt32.random(in: 0...UInt32.max))")
+        let holder = try start(["/usr/bin/python3", "-c", """
+            import ctypes, os, sys, time
+            libc = ctypes.CDLL(None)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+            fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
+            addr = libc.mmap(None, size, 1, 1, fd, 0); os.close(fd)   # PROT_READ, MAP_SHARED; no descriptor kept
+            pages = (ctypes.c_char * size).from_address(addr)
+            s = sum(pages[i][0] for i in range(0, size, 4096)); open(sys.argv[2], 'w').close(); time.sleep(120)
+            """, path, ready], in: scratch)
+        for _ in 0..<500 where !exists(ready) { usleep(10_000) }
+        XCTAssertTrue(exists(ready), "the mapping process did not start")
+        return holder
+    }
+
+    /// A resume checks the part already copied against the ledger; where O_DIRECT is refused and
+    /// another process keeps the destination mapped, that check would only read memory: refused.
+    func testAResumeDoesNotCheckTheCopiedPartAgainstMemory() throws {
+        let src = scratch.file("src.raw"), dst = scratch.file("dst.raw")
+        try writeRandom(src, size: 8 << 20, seed: 45)
+        let args = [TestPaths.ferry, "copy", src, dst, "--checkpoint", "1M", "--progress", "none", "--ledger", ledger]
+        let full = try runProcess(args, in: scratch, env: ["FERRY_FAULTS": "pwrite:ENOSPC:from=6291456"])
+        XCTAssertEqual(full.status, 4, full.summary)
+        let holder = try mapWithoutDescriptor(dst)
+        defer { holder.signal(SIGKILL); _ = holder.wait(timeout: 10) }
+        // O_DIRECT refused on the destination's first re-read (chunk 0, which the source does not re-read).
+        let r = try runProcess(args + ["--resume"], in: scratch, env: ["FERRY_FAULTS": "pread:EINVAL:to=1048576:times=1"])
+        XCTAssertEqual(r.status, 5, r.summary)
+        XCTAssertTrue(r.stderr.contains("could only be read from memory"), r.summary)
+        holder.signal(SIGKILL)
+        _ = holder.wait(timeout: 10)
+        let resumed = try runProcess(args + ["--resume"], in: scratch)
+        XCTAssertEqual(resumed.status, 0, resumed.summary)
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch))
     }
 }

@@ -168,6 +168,12 @@ extension DestinationWriter {
             // past its end, where they read as the zeros they will be.
             let want = geometry.length(of: i)
             let got = try reader.read(into: buf.pointer, count: want, at: geometry.offset(of: i))
+            // Where O_DIRECT was refused, pages another process keeps mapped survive the drop:
+            // such a chunk matched memory, not the medium, and proves nothing.
+            if got > 0 && reader.onlyInMemory(at: geometry.offset(of: i), count: got) {
+                throw FerryError(.refused, "cannot resume: chunk \(i) of \(path) could only be read from memory (another process keeps it mapped, and O_DIRECT was refused), so the part already copied cannot be checked",
+                                 hint: "stop the program that maps \(path) and run the same ferry copy with --resume again")
+            }
             if got < want && reader.kind == .file { memset(buf.pointer + got, 0, want - got); return want }
             return got
         }
