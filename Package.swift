@@ -31,7 +31,7 @@ let package = Package(
         // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
         .target(name: "Verify", dependencies: ["Chunks", "Ledger", "ZFS"]),
         // Resend: plan from a verify, move only the differing sub-blocks, read the repair back.
-        .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify"]),
+        .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "ZFS"]),
         // The ssh peer: Transport (the remote shell), Client (one call per operation), Server
         // (`ferry serve` and its dispatch).
         .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "Resend"]),

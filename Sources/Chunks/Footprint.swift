@@ -183,10 +183,14 @@ public struct Footprint: Sendable {
         var out: [String] = []
         for name in entries("/proc") {
             guard let pid = Int32(name), pid != me else { continue }
-            let held = openFiles(of: pid).contains { open in
-                if !isBlock { return open == real }
+            // stat of /proc/PID/fd/N is the open file itself, whatever its path in that
+            // process's mount namespace: compare device and inode (a block device: its number).
+            let dir = "/proc/\(pid)/fd"
+            let held = entries(dir).contains { fd in
                 var o = stat()
-                return open.hasPrefix("/dev/") && stat(open, &o) == 0 && (o.st_mode & S_IFMT) == S_IFBLK && o.st_rdev == st.st_rdev
+                guard stat(dir + "/" + fd, &o) == 0 else { return false }
+                if isBlock { return (o.st_mode & S_IFMT) == S_IFBLK && o.st_rdev == st.st_rdev }
+                return (o.st_mode & S_IFMT) == S_IFREG && o.st_dev == st.st_dev && o.st_ino == st.st_ino
             }
             if held { out.append("pid \(pid) (\(readLine("/proc/\(pid)/comm") ?? "?"))") }
         }

@@ -85,6 +85,10 @@ extension LedgerCommand {
                     throw FerryError(.refused, "image \(id) still holds the snapshot \(snap.name ?? "?")",
                                      hint: "release it first with `ferry ledger release \(id)`")
                 }
+                if let running = try ledger.runs(image: id).first(where: { $0.result == .running && ($0.pid.map { kill($0, 0) == 0 } ?? false) }) {
+                    throw FerryError(.refused, "image \(id) has a \(running.kind.rawValue) running (run \(running.id), pid \(running.pid ?? 0))",
+                                     hint: "let it finish or stop it, then forget the image")
+                }
                 guard try confirm("forget image \(id) (\(Output.printable(image.path))) and all its records", yes: yes) else { return .refused }
                 try ledger.forget(image: id)
                 Output.stdout("forgot image \(id)")

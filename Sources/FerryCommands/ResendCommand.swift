@@ -139,6 +139,11 @@ struct ResendCommand: ParsableCommand {
                     + (c.unreadable ?? []).map(\.description).joined(separator: ", ") + " (nothing changed; try again later, or name another copy of the source)")
             }
         }
+        if let snap = r.snapshot {
+            lines.append("took the snapshot \(snap) again: it holds the repaired image, which `ferry verify` reads")
+        } else if let why = r.snapshotError {
+            lines.append("WARNING: the snapshot could not be taken again (\(why)): `ferry verify` still reads the unrepaired one; take it by hand or release it")
+        }
         if let left = r.unreadableRemaining {
             lines.append("UNREADABLE: \(left.count) range(s), \(Output.bytes(ByteRange.total(left))) in all, still could not be read at the source; both ledgers keep them for the next `ferry resend`")
         } else if r.filledChunks + r.partlyFilledChunks > 0 {

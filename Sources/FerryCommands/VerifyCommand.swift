@@ -175,28 +175,41 @@ struct VerifyCommand: ParsableCommand {
     private func audit(rate: UInt64?) throws -> ExitStatus {
         let ledger = try ledgerOptions.open(create: false)
         var images = try Audit.images(in: ledger)
-        // --resume: the audit goes on at the image whose verify was interrupted (the images
-        // before it were audited by the interrupted run), from where that verify stopped.
+        guard !images.isEmpty else {
+            throw FerryError(.notFound, "no complete destination image of this host is recorded in \(ledger.path), so there is nothing to audit",
+                             hint: "`ferry ledger list` shows what is recorded; pass --ledger PATH for another ledger")
+        }
+        var entries: [Audit.Entry] = []
+        // --resume: the audit goes on at the image whose verify was interrupted, from where that
+        // verify stopped; the images before it keep the verdicts their latest verify reached.
         var resumeAt: Int64?
         if resume {
-            if let i = try images.firstIndex(where: { try Verifier.interruptedVerify(of: $0.id, in: ledger) != nil }) {
-                resumeAt = images[i].id
-                if !json { Output.stdout("resuming the audit at image \(images[i].id) (\(images.count - i) of \(images.count) left)") }
+            if let i = try images.firstIndex(where: { try Verifier.interruptedVerify(of: $0.record.id, in: ledger) != nil }) {
+                resumeAt = images[i].record.id
+                for (record, target) in images[..<i] {
+                    let last = try ledger.runs(image: record.id).last { $0.kind == .verify }
+                    let entry = Audit.Entry(imageId: record.id, path: target, error: last == nil ? "not verified by the interrupted audit" : nil,
+                                            errorKind: last == nil ? "notFound" : nil, carried: last)
+                    entries.append(entry)
+                    if !json {
+                        Output.stdout("image \(record.id): \(last.map { "\($0.result.rawValue.uppercased()) (run \($0.id), ended \($0.endedAt ?? "?"))" } ?? "not verified"): \(Output.printable(target)), from the interrupted audit")
+                    }
+                }
+                if !json { Output.stdout("resuming the audit at image \(images[i].record.id) (\(images.count - i) of \(images.count) left)") }
                 images.removeFirst(i)
             } else if !json {
                 Output.stdout("no interrupted audit to resume: auditing every image")
             }
         }
-        var entries: [Audit.Entry] = []
         var firstError: FerryError?
-        for (n, record) in images.enumerated() {
+        for (n, (record, target)) in images.enumerated() {
             let meter = ProgressMeter(style: progress, total: record.size, label: "verify \(n + 1)/\(images.count)")
             meter.start()
             do {
-                let report = try Verifier.run(target: record.canonical, imageId: record.id, ledger: ledger, progress: meter.counter,
+                let report = try Verifier.run(target: target, imageId: record.id, ledger: ledger, progress: meter.counter,
                                               live: live, maxRate: rate, resume: record.id == resumeAt)
                 meter.finish()
-                entries.append(Audit.Entry(imageId: record.id, path: record.canonical, report: report))
+                entries.append(Audit.Entry(imageId: record.id, path: target, report: report))
                 if !json {
                     let text = Self.summary(report)
                     Output.stdout(report.status == .ok ? "image \(record.id): " + (text.split(separator: "\n").last.map(String.init) ?? "")
@@ -209,8 +222,8 @@ struct VerifyCommand: ParsableCommand {
             } catch let e as FerryError {
                 meter.finish()
                 firstError = firstError ?? e
-                entries.append(Audit.Entry(imageId: record.id, path: record.canonical, error: e.description, errorKind: "\(e.code)"))
-                if !json { Output.stdout("image \(record.id): ERROR: \(Output.printable(record.canonical)): \(e)") }
+                entries.append(Audit.Entry(imageId: record.id, path: target, error: e.description, errorKind: "\(e.code)"))
+                if !json { Output.stdout("image \(record.id): ERROR: \(Output.printable(target)): \(e)") }
             } catch {
                 meter.finish()
                 throw error
@@ -221,8 +234,8 @@ struct VerifyCommand: ParsableCommand {
         if json {
             Output.stdout(Output.json(Audit.Report(status: status, images: entries)))
         } else {
-            let ok = entries.filter { $0.report?.status == .ok }.count
-            let errors = entries.filter { $0.report == nil }.count
+            let ok = entries.filter { $0.intact }.count
+            let errors = entries.filter { $0.failed }.count
             Output.stdout("audited \(entries.count) image(s) in \(ledger.path): \(ok) OK, \(entries.count - ok - errors) not intact, \(errors) could not be verified")
         }
         switch status {

@@ -99,6 +99,8 @@ public struct SnapshotRecord: Codable, Sendable, Equatable {
     public var error: String?
     /// When `ferry ledger release` destroyed it.
     public var releasedAt: String?
+    /// A file's path inside the dataset (where it is found in the snapshot).
+    public var relative: String?
     public init(dataset: String, name: String? = nil, guid: String? = nil, createtxg: UInt64? = nil, takenAt: String? = nil,
                 error: String? = nil) {
         (self.dataset, self.name, self.guid, self.createtxg, self.takenAt, self.error) = (dataset, name, guid, createtxg, takenAt, error)

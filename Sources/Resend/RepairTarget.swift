@@ -4,6 +4,7 @@ import Glibc
 import Ledger
 import Verify
 import Wire
+import ZFS
 
 /// The destination side of a resend: plans the repair from the ledger (the findings of the
 /// image's latest verify, or of a fresh one), asks the source for the sub-blocks that differ,
@@ -42,6 +43,24 @@ public final class RepairTarget {
         if verifyFirst {
             // The live image is what a resend repairs, so that is what its verify reads.
             report = try Verifier.run(target: path, imageId: image.id, ledger: ledger, progress: progress, live: true)
+        }
+        // A ZFS destination keeps the copy's snapshot, and verify reads that: its findings apply
+        // to the live image only while the live image is still what the snapshot holds. Once
+        // the guest wrote, a resend would overwrite its writes with the copy's bytes.
+        if let snap = image.snapshot, snap.held, let name = snap.name {
+            guard let found = try? ZFS.describe(name), found.guid == snap.guid else {
+                throw FerryError(.refused, "the snapshot \(name) that image \(image.id) was copied into is gone or was taken again, so ferry cannot tell what the live image holds",
+                                 hint: "verify it with `ferry verify --live` and repair from that, or copy again")
+            }
+            let written: UInt64
+            do { written = try ZFS.written(since: found) } catch {
+                throw FerryError(.refused, "cannot tell whether \(path) changed since the snapshot \(name): \(error)",
+                                 hint: "a resend would overwrite any writes since; copy again, or release the snapshot (`ferry ledger release \(image.id)`) and repair the live image after `ferry verify --live`")
+            }
+            guard written == 0 else {
+                throw FerryError(.refused, "\(path) changed since the snapshot \(name) (\(written) bytes written to \(found.dataset)): a resend would overwrite those writes with the copy's bytes",
+                                 hint: "the damage found is in the snapshot; the running image may not share it. Copy again, or release the snapshot and repair the live image after `ferry verify --live`")
+            }
         }
         // Ranges the source could not read at copy time are always tried again, verified or not.
         let gaps = try ledger.unreadable(image: image.id)
@@ -257,6 +276,21 @@ public final class RepairTarget {
             var result = ResendResult(host: ledger.host, ledger: ledger.path, imageId: image.id, runId: run, chunks: outcomes,
                                       bytesWritten: writer.bytesWritten, bytesReread: reread, readMode: reader.readMode)
             result.unreadableRemaining = gapsLeft
+            // The live image was what the snapshot held (checked before), and now holds the
+            // repairs too: the snapshot is taken again, so verify reads the repaired image.
+            if !repaired.isEmpty, let snap = image.snapshot, snap.held, let name = snap.name {
+                do {
+                    try writer.sync()
+                    if let found = try ZFS.describe(name), found.guid == snap.guid { try ZFS.destroy(name) }
+                    let s = try ZFS.takeSnapshot(name)
+                    var record = snap
+                    (record.guid, record.createtxg, record.takenAt) = (s.guid, s.createtxg, Ledger.now())
+                    try ledger.setSnapshot(image: image.id, record)
+                    result.snapshot = name
+                } catch {
+                    result.snapshotError = "\(error)"
+                }
+            }
             try connection.sendJSON(.result, result)
             return result
         }

@@ -23,6 +23,9 @@ public struct ResendReport: Codable, Sendable {
     public var stillUnreadableChunks: Int
     /// Every range of the image still unreadable after this resend (nil: none, or no result).
     public var unreadableRemaining: [ByteRange]?
+    /// A ZFS destination: its snapshot, taken again after the repair (or why it could not be).
+    public var snapshot: String?
+    public var snapshotError: String?
     /// Bytes read at the source (only the planned chunks); nil when the source is on another host,
     /// which counts its own reads.
     public var bytesRead: UInt64?
@@ -53,6 +56,8 @@ public struct ResendReport: Codable, Sendable {
         partlyFilledChunks = outcomes.filter { $0.status == .partlyFilled }.count
         stillUnreadableChunks = outcomes.filter { $0.status == .stillUnreadable }.count
         unreadableRemaining = result?.unreadableRemaining.flatMap { $0.isEmpty ? nil : $0 }
+        snapshot = result?.snapshot
+        snapshotError = result?.snapshotError
         self.bytesRead = bytesRead
         self.bytesSent = bytesSent
         bytesWritten = result?.bytesWritten ?? 0

@@ -14,21 +14,36 @@ public enum Audit {
         public var report: VerifyReport?
         public var error: String?
         public var errorKind: String?
+        /// A resumed audit: the verdict the interrupted audit reached for this image (its run).
+        public var carried: RunRecord?
 
-        public init(imageId: Int64, path: String, report: VerifyReport? = nil, error: String? = nil, errorKind: String? = nil) {
+        public init(imageId: Int64, path: String, report: VerifyReport? = nil, error: String? = nil, errorKind: String? = nil,
+                    carried: RunRecord? = nil) {
             (self.imageId, self.path, self.report, self.error, self.errorKind) = (imageId, path, report, error, errorKind)
+            self.carried = carried
         }
+
+        /// Whether the image was found intact (this run, or the interrupted audit's run).
+        public var intact: Bool { report.map { $0.status == .ok } ?? (carried?.result == .ok) }
+        /// Whether it could not be verified at all.
+        public var failed: Bool { report == nil && (carried.map { ![.ok, .corrupt, .unstable, .unverified, .incomplete].contains($0.result) } ?? true) }
 
         public func encode(to encoder: any Encoder) throws {
             if let report { try report.encode(to: encoder); return }
             var c = encoder.container(keyedBy: Keys.self)
             try c.encode(imageId, forKey: .imageId)
             try c.encode(path, forKey: .target)
+            if let carried, !failed {
+                try c.encode(carried.result.rawValue, forKey: .status)
+                try c.encode(carried.id, forKey: .fromRun)
+                try c.encodeIfPresent(carried.endedAt, forKey: .endedAt)
+                return
+            }
             try c.encode("error", forKey: .status)
             try c.encodeIfPresent(error, forKey: .error)
             try c.encodeIfPresent(errorKind, forKey: .kind)
         }
-        enum Keys: String, CodingKey { case imageId, target, status, error, kind }
+        enum Keys: String, CodingKey { case imageId, target, status, error, kind, fromRun, endedAt }
     }
 
     /// What `--all --json` prints.
@@ -40,17 +55,24 @@ public enum Audit {
         public init(status: String, images: [Entry]) { (self.status, self.images) = (status, images) }
     }
 
-    /// The images an audit covers: complete destinations, newest record per canonical path.
-    public static func images(in ledger: Ledger) throws -> [ImageRecord] {
+    /// The images an audit covers: this host's complete destinations, each at a stable name (a
+    /// zvol's /dev/zvol/... or a disk's /dev/disk/by-id/... link, not /dev/zdN, which a reboot
+    /// renumbers), the newest record per name.
+    public static func images(in ledger: Ledger) throws -> [(record: ImageRecord, target: String)] {
         var seen = Set<String>()
-        return try ledger.images().reversed().filter { i in
-            i.role == .destination && i.complete && i.kind != .stream && seen.insert(i.canonical).inserted
-        }.reversed()
+        var out: [(ImageRecord, String)] = []
+        for i in try ledger.images().reversed() where i.role == .destination && i.complete && i.kind != .stream && i.host == ledger.host {
+            let stable = i.kind == .blockDevice
+                ? i.names.first { $0.hasPrefix("/dev/zvol/") || $0.hasPrefix("/dev/disk/by-id/") } : nil
+            let target = stable ?? i.canonical
+            if seen.insert(target).inserted { out.append((i, target)) }
+        }
+        return out.reversed()
     }
 
     public static func status(of entries: [Entry]) -> String {
-        if entries.contains(where: { $0.report.map { $0.status != .ok } ?? false }) { return "corrupt" }
-        return entries.contains { $0.report == nil } ? "error" : "ok"
+        if entries.contains(where: { !$0.intact && !$0.failed }) { return "corrupt" }
+        return entries.contains { $0.failed } ? "error" : "ok"
     }
 }
 
@@ -68,8 +90,8 @@ public enum AuditMetrics {
         }
         let t = now.timeIntervalSince1970.rounded()
         metric("ferry_audit_last_run_timestamp_seconds", "When ferry last audited the image.", { _ in t })
-        metric("ferry_audit_ok", "1 when the last audit found every chunk intact, else 0.", { e in e.report?.status == .ok ? 1 : 0 })
-        metric("ferry_audit_error", "1 when the last audit could not read the image at all.", { e in e.report == nil ? 1 : 0 })
+        metric("ferry_audit_ok", "1 when the last audit found every chunk intact, else 0.", { e in e.intact ? 1 : 0 })
+        metric("ferry_audit_error", "1 when the last audit could not read the image at all.", { e in e.failed ? 1 : 0 })
         metric("ferry_audit_bad_chunks", "Chunks that did not match the ledger.", { e in e.report.map { Double($0.badChunks) } })
         metric("ferry_audit_unstable_chunks", "Chunks that read back differently on different reads.", { e in e.report.map { Double($0.transientChunks.count) } })
         metric("ferry_audit_unreadable_at_copy_bytes", "Bytes the source could not read at copy time.",
@@ -92,8 +114,9 @@ public enum AuditMetrics {
 
     /// Writes `text` to `path` atomically (a temporary file in the same folder, synced, renamed).
     public static func write(_ text: String, to path: String) throws {
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // A new file of a name nobody can guess, never through a link someone placed there.
+        let tmp = path + ".tmp.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FerryError.syscall("cannot create", path: tmp) }
         let bytes = Array(text.utf8)
         let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }

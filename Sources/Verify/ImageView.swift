@@ -62,7 +62,7 @@ final class ImageView {
         if record.kind == .blockDevice {
             view = try zvolSnapshot(name, dataset: snap.dataset, guid: found.guid)
         } else {
-            view = try fileSnapshot(name, dataset: snap.dataset, canonical: record.canonical, guid: found.guid, run: run)
+            view = try fileSnapshot(name, dataset: snap.dataset, relative: snap.relative, canonical: record.canonical, guid: found.guid, run: run)
         }
         return view
     }
@@ -71,13 +71,14 @@ final class ImageView {
     private static func zvolSnapshot(_ name: String, dataset: String, guid: String) throws -> ImageView {
         let device = ZFS.snapshotDevice(name)
         let view = ImageView(readFrom: ReadFrom(kind: .snapshot, path: device, snapshot: name), guid: guid)
-        let snapdev = (try? ZFS.property("snapdev", of: dataset)) ?? "hidden"
-        if snapdev != "visible" {
+        let snapdev = (try? ZFS.propertyWithSource("snapdev", of: dataset)) ?? (value: "hidden", source: "default")
+        if snapdev.value != "visible" {
             do { try ZFS.setProperty("snapdev", "visible", on: dataset) } catch {
                 throw FerryError(.io, "cannot make the snapshot devices of \(dataset) visible: \(error)",
                                  hint: "run as root, or verify the live volume on purpose with --live")
             }
-            view.undo.append { try? ZFS.setProperty("snapdev", snapdev, on: dataset) }
+            // Put back as it was: set locally, or inherited again.
+            view.undo.append { try? ZFS.restoreProperty("snapdev", value: snapdev.value, source: snapdev.source, on: dataset) }
         }
         for _ in 0..<200 where access(device, F_OK) != 0 { usleep(50_000) }
         guard access(device, F_OK) == 0 else {
@@ -90,20 +91,28 @@ final class ImageView {
 
     /// The file inside the snapshot: through the dataset's .zfs/snapshot directory where there
     /// is one, else a temporary read-only clone mounted in a private directory.
-    private static func fileSnapshot(_ name: String, dataset: String, canonical: String, guid: String, run: Int64) throws -> ImageView {
-        let mountpoint: String
-        do { mountpoint = try ZFS.property("mountpoint", of: dataset) } catch {
-            throw FerryError(.io, "cannot find where \(dataset) is mounted: \(error)", hint: "verify the live image on purpose with --live")
+    private static func fileSnapshot(_ name: String, dataset: String, relative recorded: String?, canonical: String, guid: String,
+                                     run: Int64) throws -> ImageView {
+        let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        // Where the file is inside the dataset: recorded at copy time (older records: from its path).
+        let relative: String
+        if let recorded {
+            relative = recorded
+        } else {
+            guard let mountpoint = ZFS.mountpoint(of: dataset, mountinfo: mountinfo),
+                  canonical.hasPrefix(mountpoint == "/" ? "/" : mountpoint + "/") else {
+                throw FerryError(.refused, "\(canonical) is not inside \(dataset) as it is mounted now, where the snapshot was taken",
+                                 hint: "verify the live image on purpose with --live")
+            }
+            relative = mountpoint == "/" ? String(canonical.dropFirst()) : String(canonical.dropFirst(mountpoint.count + 1))
         }
-        guard mountpoint.hasPrefix("/"), canonical == mountpoint || canonical.hasPrefix(mountpoint == "/" ? "/" : mountpoint + "/") else {
-            throw FerryError(.refused, "\(canonical) is not inside \(dataset) (mounted at \(mountpoint)) any more, where the snapshot was taken",
-                             hint: "verify the live image on purpose with --live")
-        }
-        let relative = mountpoint == "/" ? String(canonical.dropFirst()) : String(canonical.dropFirst(mountpoint.count + 1))
         let short = String(name.drop { $0 != "@" }.dropFirst())
-        let inPlace = "\(mountpoint)/.zfs/snapshot/\(short)/\(relative)"
-        if access(inPlace, R_OK) == 0 {
-            return ImageView(readFrom: ReadFrom(kind: .snapshot, path: inPlace, snapshot: name), guid: guid)
+        // The dataset's own .zfs directory, only where the dataset itself is mounted there.
+        if let mountpoint = ZFS.mountpoint(of: dataset, mountinfo: mountinfo) {
+            let inPlace = "\(mountpoint == "/" ? "" : mountpoint)/.zfs/snapshot/\(short)/\(relative)"
+            if access(inPlace, R_OK) == 0 {
+                return ImageView(readFrom: ReadFrom(kind: .snapshot, path: inPlace, snapshot: name), guid: guid)
+            }
         }
         var template = Array("/tmp/ferry-verify-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
@@ -113,20 +122,31 @@ final class ImageView {
         let clone = ZFS.cloneName(of: name, run: run)
         let view = ImageView(readFrom: ReadFrom(kind: .clone, path: dir + "/" + relative, snapshot: name), guid: guid)
         view.undo.append { rmdir(dir) }
-        if (try? ZFS.describe(clone)) != nil { try? ZFS.destroy(clone) }   // left by a killed run
+        if (try? ZFS.describe(clone)) != nil {
+            // Left by a killed verify of this process id: ferry's own clone of this snapshot is
+            // destroyed; anything else by that name is not ferry's to touch.
+            guard ZFS.isFerryClone(clone, of: name) else {
+                view.close()
+                throw FerryError(.refused, "\(clone) exists and is not a clone ferry made of \(name)",
+                                 hint: "rename or destroy it, or verify the live image on purpose with --live")
+            }
+            try? ZFS.destroy(clone, force: true)
+        }
+        // Undone even when the clone command fails half way (created, then not mounted).
+        view.undo.append {
+            guard ZFS.isFerryClone(clone, of: name) else { return }
+            // The file system lets go of a clone's mount a moment after its last file is closed.
+            var last: (any Error)?
+            for _ in 0..<40 {
+                do { try ZFS.destroy(clone, force: true); return } catch { last = error }
+                usleep(250_000)
+            }
+            Console.err("ferry: warning: the temporary clone \(clone) could not be destroyed (\(last.map { "\($0)" } ?? "?")); destroy it with `zfs destroy \(clone)`\n")
+        }
         do { try ZFS.clone(name, as: clone, mountpoint: dir) } catch {
             view.close()
             throw FerryError(.io, "cannot clone \(name) to read it: \(error)",
                              hint: "run as root with room in the pool for a clone, or verify the live image on purpose with --live")
-        }
-        view.undo.append {
-            // The file system lets go of a clone's mount a moment after its last file is closed.
-            var last: (any Error)?
-            for _ in 0..<40 {
-                do { try ZFS.destroy(clone); return } catch { last = error }
-                usleep(250_000)
-            }
-            Console.err("ferry: warning: the temporary clone \(clone) could not be destroyed (\(last.map { "\($0)" } ?? "?")); destroy it with `zfs destroy \(clone)`\n")
         }
         return view
     }

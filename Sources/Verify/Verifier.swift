@@ -27,7 +27,10 @@ public enum Verifier {
         }
         try LedgerCheck.check(record, rows: rows, in: ledger)
         let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
-        let view = try ImageView.open(target: target, record: record, live: live, run: Int64(getpid()))
+        // The snapshot stands for the recorded image only: another target checked against this
+        // record (`--image ID` naming a copy elsewhere) is read as it is.
+        let isRecorded = DeviceIdentity.of(target).canBe(record.names)
+        let view = try ImageView.open(target: target, record: record, live: live || !isRecorded, run: Int64(getpid()))
         defer { view.close() }
         let file = try ImageFile.openForReading(view.readFrom.path, direct: true)
         defer { file.close() }   // before the view is closed: a clone in use cannot be destroyed
@@ -59,9 +62,18 @@ public enum Verifier {
                 throw FerryError(.notFound, "the latest verify of image \(record.id) (\(target)) was not interrupted, so there is nothing to resume",
                                  hint: "run it without --resume")
             }
-            guard p.readFrom?.kind == view.readFrom.kind, p.snapshotGuid == view.guid else {
+            // Only the same read continues: the same snapshot, or the same live path.
+            let sameLive = view.readFrom.kind != .live || p.readFrom?.path == view.readFrom.path
+            guard p.readFrom?.kind == view.readFrom.kind, p.snapshotGuid == view.guid, sameLive else {
                 throw FerryError(.refused, "the interrupted verify of image \(record.id) read \(p.readFrom?.snapshot ?? "the live image") (guid \(p.snapshotGuid ?? "-")); this one would read \(view.readFrom.snapshot ?? "the live image") (guid \(view.guid ?? "-"))",
                                  hint: "run it without --resume, which reads the whole image again")
+            }
+            // A resume point the ledger holds must fit the image before anything trusts it.
+            let count = record.chunkCount ?? 0
+            guard p.resumeAt >= 0, p.resumeAt <= count,
+                  (p.mismatched + p.unreadable + p.cached).allSatisfy({ $0 >= 0 && $0 < p.resumeAt }) else {
+                throw FerryError(.ledger, "the resume point of image \(record.id)'s interrupted verify in \(ledger.path) does not fit the image (chunk \(p.resumeAt) of \(count))",
+                                 hint: "run the verify without --resume")
             }
             resumed = p
         }

@@ -145,6 +145,9 @@ public struct ResendResult: Codable, Sendable {
     public var readMode: String?
     /// Every range of the image still unreadable after this resend, from its ledger.
     public var unreadableRemaining: [ByteRange]?
+    /// A ZFS destination: the copy's snapshot, taken again to hold the repaired image (or why not).
+    public var snapshot: String?
+    public var snapshotError: String?
     public init(host: String, ledger: String, imageId: Int64, runId: Int64, chunks: [ChunkOutcome], bytesWritten: UInt64,
                 bytesReread: UInt64, readMode: String? = nil) {
         (self.host, self.ledger, self.imageId, self.runId, self.chunks) = (host, ledger, imageId, runId, chunks)

@@ -41,18 +41,22 @@ public enum ZFS {
     public static func place(of path: String, isBlockDevice: Bool) -> Place? {
         guard let real = DeviceIdentity.realPath(path) else { return nil }
         if isBlockDevice {
-            return zvolDataset(path: path, real: real, links: zvolLinks()).map { Place(dataset: $0, kind: .zvol) }
+            return zvolDataset(path: path, real: real, links: zvolLinks())
+                .flatMap { (try? checkName($0)) != nil ? Place(dataset: $0, kind: .zvol) : nil }
         }
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8),
-              let (dataset, mountpoint) = mountedDataset(containing: real, mountinfo: text) else { return nil }
-        let relative = mountpoint == "/" ? String(real.dropFirst()) : String(real.dropFirst(mountpoint.count + 1))
-        return Place(dataset: dataset, kind: .file(mountpoint: mountpoint, relative: relative))
+              let (dataset, mountpoint, root) = mountedDataset(containing: real, mountinfo: text) else { return nil }
+        guard (try? checkName(dataset)) != nil else { return nil }
+        // A bind mount of a folder inside the dataset (an LXC mount point) mounts `root`, not the top.
+        let below = mountpoint == "/" ? String(real.dropFirst()) : String(real.dropFirst(mountpoint.count + 1))
+        let top = root.split(separator: "/").joined(separator: "/")
+        return Place(dataset: dataset, kind: .file(mountpoint: mountpoint, relative: top.isEmpty ? below : top + "/" + below))
     }
 
     /// The ZFS dataset mounted at the longest mount point that contains `path`, from the text of
     /// /proc/self/mountinfo (file system type `zfs`, or `fuse.zfs` for zfs-fuse).
-    public static func mountedDataset(containing path: String, mountinfo: String) -> (dataset: String, mountpoint: String)? {
-        var best: (dataset: String, mountpoint: String, isZFS: Bool)?
+    public static func mountedDataset(containing path: String, mountinfo: String) -> (dataset: String, mountpoint: String, root: String)? {
+        var best: (dataset: String, mountpoint: String, root: String, isZFS: Bool)?
         for line in mountinfo.split(separator: "\n") {
             let halves = line.components(separatedBy: " - ")
             guard halves.count >= 2 else { continue }
@@ -63,10 +67,10 @@ public enum ZFS {
             let inside = mountpoint == "/" || path == mountpoint || path.hasPrefix(mountpoint + "/")
             guard inside, mountpoint.count >= (best?.mountpoint.count ?? -1) else { continue }
             let type = String(right[0])
-            best = (unescape(String(right[1])), mountpoint, type == "zfs" || type == "fuse.zfs")
+            best = (unescape(String(right[1])), mountpoint, unescape(String(left[3])), type == "zfs" || type == "fuse.zfs")
         }
         guard let best, best.isZFS else { return nil }
-        return (best.dataset, best.mountpoint)
+        return (best.dataset, best.mountpoint, best.root)
     }
 
     /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -163,6 +167,7 @@ public enum ZFS {
 
     /// Takes snapshot `name` (dataset@snap) and returns it as ZFS describes it.
     public static func takeSnapshot(_ name: String) throws -> Snapshot {
+        try checkName(name)
         try run(["snapshot", name])
         guard let s = try describe(name) else { throw Failure(message: "snapshot \(name) was taken but cannot be found") }
         return s
@@ -172,6 +177,7 @@ public enum ZFS {
     public static func describe(_ name: String) throws -> Snapshot? {
         let text: String
         do {
+            try checkName(name)
             text = try run(["get", "-Hp", "-o", "property,value", "guid,createtxg", name])
         } catch let f as Failure where f.message.contains("does not exist") || f.message.contains("dataset does not exist") {
             return nil
@@ -192,11 +198,68 @@ public enum ZFS {
         return Snapshot(name: name, guid: guid, createtxg: txg)
     }
 
-    public static func destroy(_ name: String) throws { try run(["destroy", "-f", name]) }
+    /// Destroys a snapshot or dataset; `force` also unmounts a busy one (ferry's own clones only).
+    public static func destroy(_ name: String, force: Bool = false) throws {
+        try checkName(name)
+        try run(["destroy"] + (force ? ["-f"] : []) + [name])
+    }
 
-    /// A read-only clone of `snapshot` mounted at `mountpoint`.
+    /// The user property that marks a clone as ferry's, naming the snapshot it was made from.
+    public static let cloneTag = "org.ferry:clone-of"
+
+    /// A read-only clone of `snapshot` mounted at `mountpoint`, tagged as ferry's.
     public static func clone(_ snapshot: String, as clone: String, mountpoint: String) throws {
-        try run(["clone", "-o", "readonly=on", "-o", "mountpoint=" + mountpoint, snapshot, clone])
+        try checkName(snapshot)
+        try checkName(clone)
+        try run(["clone", "-o", "readonly=on", "-o", "mountpoint=" + mountpoint, "-o", "\(cloneTag)=\(snapshot)", snapshot, clone])
+    }
+
+    /// Whether `clone` is a clone ferry made of `snapshot` (its origin and its tag say so).
+    public static func isFerryClone(_ clone: String, of snapshot: String) -> Bool {
+        (try? property("origin", of: clone)) == snapshot && (try? property(cloneTag, of: clone)) == snapshot
+    }
+
+    /// ZFS names begin with a letter or digit and hold no spaces: anything else (a name that
+    /// would read as an option, say) is refused before it reaches the zfs command.
+    public static func checkName(_ name: String) throws {
+        guard let first = name.unicodeScalars.first, CharacterSet.alphanumerics.contains(first),
+              !name.contains(" "), !name.contains("\n"), name.count < 1024 else {
+            throw Failure(message: "'\(name)' is not a ZFS dataset or snapshot name")
+        }
+    }
+
+    /// Bytes written to the snapshot's dataset since the snapshot (`written@SNAP`): 0 when the
+    /// live data is still what the snapshot holds.
+    public static func written(since snapshot: Snapshot) throws -> UInt64 {
+        let text = try run(["get", "-Hp", "-o", "value", "written@" + snapshot.shortName, snapshot.dataset])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let n = UInt64(text) else { throw Failure(message: "zfs reports written@\(snapshot.shortName) of \(snapshot.dataset) as '\(text)'") }
+        return n
+    }
+
+    /// Where `dataset` is mounted now, from mountinfo (nil: not mounted).
+    public static func mountpoint(of dataset: String, mountinfo: String) -> String? {
+        for line in mountinfo.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count >= 2 else { continue }
+            let left = halves[0].split(separator: " "), right = halves[1].split(separator: " ")
+            guard left.count >= 5, right.count >= 2, right[0] == "zfs" || right[0] == "fuse.zfs",
+                  unescape(String(right[1])) == dataset, left[3] == "/" else { continue }
+            return unescape(String(left[4]))
+        }
+        return nil
+    }
+
+    /// Puts a property back as it was: `zfs inherit` when it was not set on the dataset itself.
+    public static func restoreProperty(_ name: String, value: String, source: String, on dataset: String) throws {
+        if source == "local" { try setProperty(name, value, on: dataset) } else { try run(["inherit", name, dataset]) }
+    }
+
+    /// A property's value and where it comes from (local, default, inherited from ...).
+    public static func propertyWithSource(_ name: String, of dataset: String) throws -> (value: String, source: String) {
+        let f = try run(["get", "-H", "-o", "value,source", name, dataset]).trimmingCharacters(in: .whitespacesAndNewlines)
+            .split(separator: "\t", maxSplits: 1).map(String.init)
+        return (f.first ?? "", f.count > 1 ? f[1] : "default")
     }
 
     public static func property(_ name: String, of dataset: String) throws -> String {

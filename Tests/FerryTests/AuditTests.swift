@@ -80,15 +80,16 @@ final class AuditTests: FerryTestCase {
         let src2 = scratch.file("src2.raw"), dst2 = scratch.file("dst2.raw")
         try writeRandom(src2, size: 8 << 20, seed: 971)
         _ = try copy(src2, dst2)
-        try flipByte(dst, at: 100)   // back as copied
+        // dst stays damaged: the resumed audit must still report it, from the interrupted one.
         let audit = try start([TestPaths.ferry, "verify", "--all", "--max-rate", "8M", "--progress", "none", "--ledger", ledger], in: scratch)
         usleep(2_500_000)
         audit.signal(SIGTERM)
         let cut = audit.wait(timeout: 60)
         XCTAssertEqual(cut.status, 143, cut.summary)
         let resumed = try ferry(["verify", "--all", "--resume", "--progress", "none", "--ledger", ledger])
-        XCTAssertEqual(resumed.status, 0, resumed.summary)
-        XCTAssertTrue(resumed.out.contains("resuming the audit at image"), resumed.out)
+        XCTAssertEqual(resumed.status, 1, "the damaged image, verified before or after the stop, is reported: " + resumed.summary)
+        XCTAssertTrue(resumed.out.contains("resuming the audit at image") && resumed.out.contains("CORRUPT"), resumed.out)
+        XCTAssertTrue(resumed.out.contains("audited 2 image(s)"), resumed.out)
     }
 
     /// --max-rate holds the reads to the rate: a 12 MiB image at 4 MiB/s takes at least about 3 s

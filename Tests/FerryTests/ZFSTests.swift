@@ -51,6 +51,16 @@ final class ZFSTests: FerryTestCase {
 
         // The guest writes to the live image.
         try flipByte(dst, at: UInt64(Self.M + 5))
+        // A resend would overwrite the guest's writes with the copy's bytes: refused.
+        let resend = try run(["resend", src, dst])
+        XCTAssertEqual(resend.status, 5, resend.summary)
+        XCTAssertTrue(resend.stderr.contains(snapshot), resend.summary)
+        // Another file checked against this record (--image) is read as it is, not the snapshot.
+        let other = scratch.file("other.raw")
+        try FileManager.default.copyItem(atPath: dst, toPath: other)
+        let elsewhere = try run(["verify", other, "--image", String(id), "--json"])
+        XCTAssertEqual(elsewhere.status, 1, "the snapshot stood in for another file: " + elsewhere.summary)
+        XCTAssertEqual((try jsonObject(elsewhere)["readFrom"] as? [String: Any])?["path"] as? String, other)
         let v = try run(["verify", dst, "--json"])
         XCTAssertEqual(v.status, 0, "the snapshot is the image as copied: " + v.summary)
         let from = try XCTUnwrap(try jsonObject(v)["readFrom"] as? [String: Any])

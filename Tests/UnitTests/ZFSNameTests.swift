@@ -12,6 +12,7 @@ final class ZFSNameTests: XCTestCase {
         48 22 0:43 / /var/lib/vz rw,relatime shared:32 - zfs rpool/var-lib-vz rw,xattr,noacl
         49 22 0:44 / /tmp/zt/mnt\\040x rw,relatime - fuse.zfs tank/with\\040space rw,user_id=0
         50 22 0:45 / /srv/ext rw,relatime - ext4 /dev/sdb1 rw
+        51 22 0:42 /images /mnt/img rw,relatime - zfs rpool/data rw,xattr,noacl
         """
 
     func testTheDatasetOfAFileIsTheLongestZFSMountHoldingIt() {
@@ -22,6 +23,21 @@ final class ZFSNameTests: XCTestCase {
         XCTAssertNil(ZFS.mountedDataset(containing: "/srv/ext/a.raw", mountinfo: mountinfo), "ext4 is not ZFS")
         XCTAssertNil(ZFS.mountedDataset(containing: "/home/a.raw", mountinfo: mountinfo))
         XCTAssertNil(ZFS.mountedDataset(containing: "/rpoolx/a.raw", mountinfo: mountinfo), "a prefix of a name is not a parent folder")
+        // A bind mount of a folder inside a dataset (an LXC mount point) mounts that folder.
+        let bind = ZFS.mountedDataset(containing: "/mnt/img/vm.raw", mountinfo: mountinfo)
+        XCTAssertEqual(bind?.dataset, "rpool/data")
+        XCTAssertEqual(bind?.root, "/images")
+        // Where a dataset itself is mounted (its top, not a bind mount of a folder).
+        XCTAssertEqual(ZFS.mountpoint(of: "rpool/data", mountinfo: mountinfo), "/rpool/data")
+        XCTAssertEqual(ZFS.mountpoint(of: "tank/with space", mountinfo: mountinfo), "/tmp/zt/mnt x")
+        XCTAssertNil(ZFS.mountpoint(of: "rpool/data/vm-100-disk-0", mountinfo: mountinfo))
+    }
+
+    func testNamesThatCouldReadAsOptionsAreRefused() {
+        XCTAssertNoThrow(try ZFS.checkName("rpool/data/vm-100-disk-0@ferry-ab12"))
+        for bad in ["-o", "--help", "", " rpool", "rpool/a b", "rpool/a\nb"] {
+            XCTAssertThrowsError(try ZFS.checkName(bad), bad)
+        }
     }
 
     func testZvolNamesAndZdDevices() {

@@ -234,7 +234,7 @@ public final class DestinationWriter {
         if file.kind == .file && (file.size ?? 0) != size { try file.setLength(size) }
         try file.sync()
         if takeSnapshot, let id = record?.imageId, let transferId = try ledger.image(id)?.transferId {
-            snapshot = Self.snapshot(path: path, isBlockDevice: file.kind == .blockDevice, transferId: transferId)
+            snapshot = Self.snapshot(path: path, isBlockDevice: file.kind == .blockDevice, transferId: transferId, ledger: ledger, image: id)
         }
         return try record?.complete(in: ledger, size: size, digest: digest, snapshot: snapshot) ?? .zero
     }
@@ -242,13 +242,25 @@ public final class DestinationWriter {
     /// Takes `DATASET@ferry-<transfer id>` of the dataset holding `path` (nil: not on ZFS). One
     /// left by an earlier attempt of the same transfer predates the writes since, and is taken
     /// again. A snapshot that cannot be taken is not a failed copy: the record says why.
-    static func snapshot(path: String, isBlockDevice: Bool, transferId: String) -> SnapshotRecord? {
+    static func snapshot(path: String, isBlockDevice: Bool, transferId: String, ledger: Ledger, image: Int64) -> SnapshotRecord? {
         guard let place = ZFS.place(of: path, isBlockDevice: isBlockDevice) else { return nil }
+        guard transferId.range(of: "^[A-Za-z0-9-]{1,64}$", options: .regularExpression) != nil else {
+            return SnapshotRecord(dataset: place.dataset, error: "the transfer id '\(transferId.prefix(80))' cannot name a snapshot")
+        }
         let name = ZFS.snapshotName(dataset: place.dataset, transferId: transferId)
         do {
-            if try ZFS.describe(name) != nil { try ZFS.destroy(name) }
+            if try ZFS.describe(name) != nil {
+                // Left by an earlier attempt of this copy (taken again below), unless a complete
+                // record holds it: then it is that image's, and stays.
+                if let owner = try ledger.images().first(where: { $0.id != image && $0.complete && $0.snapshot?.name == name && $0.snapshot?.held == true }) {
+                    return SnapshotRecord(dataset: place.dataset, error: "\(name) already exists and belongs to image \(owner.id); it was left alone")
+                }
+                try ZFS.destroy(name)
+            }
             let s = try ZFS.takeSnapshot(name)
-            return SnapshotRecord(dataset: place.dataset, name: s.name, guid: s.guid, createtxg: s.createtxg, takenAt: Ledger.now())
+            var record = SnapshotRecord(dataset: place.dataset, name: s.name, guid: s.guid, createtxg: s.createtxg, takenAt: Ledger.now())
+            if case .file(_, let relative) = place.kind { record.relative = relative }
+            return record
         } catch {
             return SnapshotRecord(dataset: place.dataset, error: "\(error)")
         }
