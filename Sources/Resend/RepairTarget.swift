@@ -116,7 +116,10 @@ public final class RepairTarget {
             let reader = try ImageFile.openForReading(path, direct: true)
             let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
             let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)
-            let blockBuf = AlignedBuffer(capacity: plan.subBlockSize)
+            // The sub-blocks of one chunk are gathered here and written in runs: a file system
+            // with records larger than a sub-block (ZFS, 128K) must not read back a damaged
+            // record to change half of it.
+            let blockBuf = AlignedBuffer(capacity: plan.chunkSize)
             var outcomes: [ResendResult.ChunkOutcome] = []
             var reread: UInt64 = 0
 
@@ -296,12 +299,14 @@ public final class RepairTarget {
         }
     }
 
-    /// Takes the source's sub-block frames for one chunk, checks each against its hash, writes
-    /// it, until the source's `supplied` frame ends the chunk.
+    /// Takes the source's sub-block frames for one chunk, checks each against its hash, until the
+    /// source's `supplied` frame ends the chunk; then writes them, adjacent ones as one write.
     private func receiveBlocks(_ connection: Connection, index: Int, chunkOffset: UInt64, length: Int, writer: DestinationWriter,
                                buffer: AlignedBuffer, log: (String) -> Void, blocks: inout Int, written: inout UInt64,
                                writeFailure: inout FerryError?) throws -> ChunkSupplied {
         var talk = Conversation(.resendDestination, peer: connection.peerName)
+        // Sub-blocks that arrived intact: where in the chunk, how long, all zeros.
+        var arrived: [(start: Int, length: Int, zero: Bool)] = []
         while true {
             let incoming = try connection.receive()
             try talk.admit(incoming)
@@ -312,30 +317,45 @@ public final class RepairTarget {
                       h.offset - chunkOffset <= UInt64(length - raw), raw <= buffer.capacity else {
                     throw FerryError(.wire, "\(connection.peerName) sent a sub-block outside chunk \(index)")
                 }
+                let start = Int(h.offset - chunkOffset)
+                let p = buffer.pointer + start
                 if h.flags.contains(.zero) {
                     guard payloadLength == 0 else { throw FerryError(.wire, "zero sub-block carries a payload") }
-                    memset(buffer.pointer, 0, raw)
+                    memset(p, 0, raw)
                 } else {
                     guard payloadLength == raw else { throw FerryError(.wire, "sub-block of \(raw) bytes carries \(payloadLength)") }
-                    try connection.readPayload(into: buffer.pointer, count: raw)
+                    try connection.readPayload(into: p, count: raw)
                 }
                 // Damaged on the way: skip it; the read-back finds the block still wrong and asks again.
-                guard Digest.sha256(buffer.pointer, raw) == h.digest else {
+                guard Digest.sha256(p, raw) == h.digest else {
                     log("a sub-block of chunk \(index) arrived damaged; it will be asked for again")
+                    arrived.removeAll { $0.start < start + raw && start < $0.start + $0.length }
                     continue
                 }
-                // A write the medium refuses is remembered; the chunk's frames are still read to
-                // their end so the conversation stays in step.
-                do {
-                    try writer.write(buffer.pointer, count: raw, at: h.offset, zero: h.flags.contains(.zero))
-                    blocks += 1
-                    written += UInt64(raw)
-                } catch let e as FerryError where e.code == .io {
-                    writeFailure = e
-                }
+                arrived.removeAll { $0.start < start + raw && start < $0.start + $0.length }
+                arrived.append((start, raw, h.flags.contains(.zero)))
             case .control(.supplied, let body):
                 let s = try JSONBody.decode(ChunkSupplied.self, body, what: "supplied")
                 guard s.chunk == index else { throw FerryError(.wire, "\(connection.peerName) ended chunk \(s.chunk) while \(index) was open") }
+                // Adjacent sub-blocks go out as one write. A write the medium refuses is
+                // remembered for this attempt; the read-back decides.
+                var runs: [(start: Int, length: Int, zero: Bool, count: Int)] = []
+                for b in arrived.sorted(by: { $0.start < $1.start }) {
+                    if let last = runs.last, last.start + last.length == b.start {
+                        runs[runs.count - 1] = (last.start, last.length + b.length, last.zero && b.zero, last.count + 1)
+                    } else {
+                        runs.append((b.start, b.length, b.zero, 1))
+                    }
+                }
+                for r in runs {
+                    do {
+                        try writer.write(buffer.pointer + r.start, count: r.length, at: chunkOffset + UInt64(r.start), zero: r.zero)
+                        blocks += r.count
+                        written += UInt64(r.length)
+                    } catch let e as FerryError where e.code == .io {
+                        writeFailure = e
+                    }
+                }
                 return s
             case .control(let t, let body):
                 try connection.other(t, body, during: "resend", log: log)

@@ -131,11 +131,52 @@ final class ZFSTests: FerryTestCase {
         XCTAssertTrue(d["snapshot"] is NSNull, "--no-snapshot: snapshot is null")
         XCTAssertNil(d["snapshotError"])
 
-        // Find 4 KiB of chunk 6 in the pool's file and damage it there, with the pool exported.
-        let needle = readAll(src).subdata(in: (6 * Self.M + 65536)..<(6 * Self.M + 65536 + 4096))
+        try damageBeneathZFS(p, chunk: 6, of: src)
+
+        let (v, _) = try verify(dst)
+        XCTAssertEqual(v.status, 1, "damage beneath ZFS passed: " + v.summary)
+        let report = try jsonObject(v)
+        XCTAssertEqual(report["unreadableChunks"] as? [Int], [6], v.out)
+        XCTAssertEqual(ranges(report["badRanges"]), [6 * Self.M..<7 * Self.M], v.out)
+    }
+
+    /// Damage beneath ZFS that the snapshot and the live image share: verify (of the snapshot)
+    /// finds it, resend repairs the live image (the guest wrote nothing since the snapshot) and
+    /// takes the snapshot again, and the next verify of the new snapshot is clean. zfs-fuse has
+    /// no `written@` property, so a wrapper answers it with 0 (nothing written since).
+    func testAResendRepairsAnUnchangedImageAndTakesTheSnapshotAgain() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-104.raw"
+        let c = try jsonObject(try run(["copy", src, dst, "--json"]))
+        let snapshot = try XCTUnwrap((c["destination"] as? [String: Any])?["snapshot"] as? String)
+        try damageBeneathZFS(p, chunk: 6, of: src)
+        let (bad, _) = try verify(dst)
+        XCTAssertEqual(bad.status, 1, bad.summary)
+        let guidBefore = try p.zfs(["get", "-Hp", "-o", "value", "guid", snapshot])
+
+        let wrapper = scratch.file("zfs-written-0.sh")
+        try "#!/bin/sh\ncase \"$*\" in *written@*) echo 0; exit 0;; esac\nexec /usr/sbin/zfs \"$@\"\n"
+            .write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        let r = try runProcess([TestPaths.ferry, "resend", src, dst, "--json", "--progress", "none", "--ledger", ledger],
+                               in: scratch, env: ["FERRY_ZFS": wrapper])
+        XCTAssertEqual(r.status, 0, r.summary)
+        let report = try jsonObject(r)
+        XCTAssertEqual(report["repairedChunks"] as? Int, 1, r.out)
+        XCTAssertEqual(report["snapshot"] as? String, snapshot, r.out)
+        XCTAssertNotEqual(try p.zfs(["get", "-Hp", "-o", "value", "guid", snapshot]), guidBefore, "the snapshot was not taken again")
+        let (good, _) = try verify(dst)
+        XCTAssertEqual(good.status, 0, "the new snapshot holds the repaired image: " + good.summary)
+        XCTAssertTrue(try sameBytes(src, dst, in: scratch))
+    }
+
+    /// Overwrites 512 bytes of `chunk` of `original`'s image where they lie in the pool's file,
+    /// with the pool exported, and imports it again: ZFS's checksum then fails that record.
+    private func damageBeneathZFS(_ p: ZfsPool, chunk: Int, of original: String) throws {
+        let needle = readAll(original).subdata(in: (chunk * Self.M + 65536)..<(chunk * Self.M + 65536 + 4096))
         try p.zpool(["export", p.name])
-        let poolBytes = readAll(p.file)
-        let at = try XCTUnwrap(poolBytes.range(of: needle)?.lowerBound, "the image's bytes are not in the pool file")
+        let at = try XCTUnwrap(readAll(p.file).range(of: needle)?.lowerBound, "the image's bytes are not in the pool file")
         let fd = open(p.file, O_RDWR)
         XCTAssertGreaterThanOrEqual(fd, 0)
         var junk = [UInt8](repeating: 0xA5, count: 512)
@@ -143,12 +184,6 @@ final class ZFSTests: FerryTestCase {
         fsync(fd)
         close(fd)
         try p.zpool(["import", "-d", (p.file as NSString).deletingLastPathComponent, p.name])
-
-        let (v, _) = try verify(dst)
-        XCTAssertEqual(v.status, 1, "damage beneath ZFS passed: " + v.summary)
-        let report = try jsonObject(v)
-        XCTAssertEqual(report["unreadableChunks"] as? [Int], [6], v.out)
-        XCTAssertEqual(ranges(report["badRanges"]), [6 * Self.M..<7 * Self.M], v.out)
     }
 
     /// Over ssh (the local transport here) the far end takes the snapshot and reads it.
