@@ -49,11 +49,10 @@ public struct CopyEndReport: Codable, Sendable {
     /// Whether `snapshot` is reported (the destination end) or left out (the source end).
     public var reportsSnapshot = false
 
-    /// Fills in the snapshot fields of a destination end.
-    public mutating func note(snapshot record: SnapshotRecord?) {
+    /// Fills in the snapshot fields of a destination end: the snapshot's name, or why none.
+    public mutating func note(snapshot name: String?, error: String?) {
         reportsSnapshot = true
-        snapshot = record?.name
-        snapshotError = record?.error
+        (snapshot, snapshotError) = (name, error)
     }
 
     public init(path: String, host: String? = nil, size: UInt64, sha256: String?, imageId: Int64? = nil, ledger: String? = nil, io: String? = nil) {

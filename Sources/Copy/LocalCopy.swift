@@ -22,14 +22,9 @@ public enum LocalCopy {
                                       unreadableBytes: options.unreadableProgress)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         dest.takeSnapshot = options.snapshot
-        do {
-            return try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress,
-                            started: started)
-        } catch {
-            // Each end's run says how it ended; what was made durable stays for --resume.
-            source.fail(ledger: ledger, error)
-            dest.fail(ledger: ledger, error)
-            throw error
+        // Each end's run says how it ended; what was made durable stays for --resume.
+        return try endingRuns(of: [source, dest], in: ledger) {
+            try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress, started: started)
         }
     }
 
@@ -108,7 +103,7 @@ public enum LocalCopy {
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
-        report.destination.note(snapshot: dest.snapshot)
+        report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report
     }
 }

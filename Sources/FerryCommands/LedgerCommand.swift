@@ -71,9 +71,7 @@ struct LedgerCommand: ParsableCommand {
         func run() throws {
             try reporting {
                 let ledger = try ledgerOptions.open(create: false)
-                guard let image = try ledger.image(id) else {
-                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
-                }
+                let image = try ledger.requireImage(id)
                 let runs = try ledger.runs(image: id).map { RunWithFindings(run: $0, findings: try ledger.findings(run: $0.id)) }
                 let peer = try image.peerImageId.flatMap { try ledger.image($0) }
                 let unreadable = try ledger.unreadable(image: id)
@@ -165,9 +163,7 @@ struct LedgerCommand: ParsableCommand {
         func run() throws {
             try reporting(json: json) {
                 let ledger = try ledgerOptions.open(create: false)
-                guard let image = try ledger.image(id) else {
-                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
-                }
+                let image = try ledger.requireImage(id)
                 let geometry = ChunkGeometry(size: image.size ?? 0, chunkSize: image.chunkSize)
                 var out = ""
                 out.reserveCapacity(1 << 16)

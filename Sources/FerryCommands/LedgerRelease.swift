@@ -32,9 +32,7 @@ extension LedgerCommand {
         func run() throws {
             try reporting {
                 let ledger = try ledgerOptions.open(create: false)
-                guard let image = try ledger.image(id) else {
-                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
-                }
+                let image = try ledger.requireImage(id)
                 guard var snap = image.snapshot, let name = snap.name else {
                     throw FerryError(.notFound, "image \(id) has no snapshot" + (image.snapshot?.error.map { " (none was taken: \($0))" } ?? ""))
                 }
@@ -78,9 +76,7 @@ extension LedgerCommand {
         func run() throws {
             try reporting {
                 let ledger = try ledgerOptions.open(create: false)
-                guard let image = try ledger.image(id) else {
-                    throw FerryError(.notFound, "no image \(id) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
-                }
+                let image = try ledger.requireImage(id)
                 if let snap = image.snapshot, snap.held {
                     throw FerryError(.refused, "image \(id) still holds the snapshot \(snap.name ?? "?")",
                                      hint: "release it first with `ferry ledger release \(id)`")

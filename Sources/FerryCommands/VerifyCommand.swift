@@ -127,11 +127,10 @@ struct VerifyCommand: ParsableCommand {
             let named: String
             if let target {
                 named = target
-            } else if let image, let record = try ledgerOptions.open(create: false).image(image) {
-                named = record.canonical
+            } else if let image {
+                named = try ledgerOptions.open(create: false).requireImage(image).canonical
             } else {
-                throw FerryError(.usage, image == nil ? "name the image to verify, or pass --all" : "no image \(image!) in the ledger",
-                                 hint: "e.g. ferry verify /dev/zvol/rpool/data/vm-100-disk-0, or `ferry ledger list` for the ids")
+                throw FerryError(.usage, "name the image to verify, or pass --all", hint: "e.g. ferry verify /dev/zvol/rpool/data/vm-100-disk-0")
             }
             let target = named
             let report = try verifyOne(target, rate: rate)

@@ -341,6 +341,14 @@ public final class Ledger {
         try imageRows("WHERE id = ?", [.int(id)]).first
     }
 
+    /// Image `id`, or a not-found error that says where to look.
+    public func requireImage(_ id: Int64) throws -> ImageRecord {
+        guard let r = try image(id) else {
+            throw FerryError(.notFound, "no image \(id) in ledger \(path)", hint: "`ferry ledger list` shows the recorded images")
+        }
+        return r
+    }
+
     public func images() throws -> [ImageRecord] {
         try imageRows("ORDER BY id", [])
     }

@@ -21,6 +21,8 @@ public final class RepairSource {
     let ledger: Ledger?
     let sourceRecord: ImageRecord?
     private lazy var rescue = Rescue(file: source, size: plan.size)
+    /// A chunk with its recorded unreadable ranges zeroed, for comparing with its recorded hash.
+    private lazy var masked = AlignedBuffer(capacity: plan.chunkSize)
     /// Chunks sent with unreadable ranges filled: their new hash and what still does not read.
     private var filled: [Int: (digest: Digest, zero: Bool, remaining: [ByteRange])] = [:]
     /// The ranges this host's source record holds (it may lag the destination's by one filled
@@ -95,6 +97,7 @@ public final class RepairSource {
         let digest: Digest
         var reason: String?
         var catchUp = false
+        var maskedIsZero = false
         if !gaps.isEmpty {
             // Unreadable at copy time. What did read then is read plainly: it must read, and the
             // same (with the recorded ranges zeroed the chunk hashes as recorded). Only inside
@@ -130,9 +133,10 @@ public final class RepairSource {
                 for g in gaps { memset(buffer.pointer + Int(g.offset - offset), 0, Int(g.length)) }
                 bad = gaps
             }
-            let masked = AlignedBuffer(capacity: length)
+            // The chunk as recorded: what reads now, the recorded ranges zeroed.
             memcpy(masked.pointer, buffer.pointer, length)
             for g in gaps { memset(masked.pointer + Int(g.offset - offset), 0, Int(g.length)) }
+            maskedIsZero = isAllZero(masked.pointer, length)
             if reason == nil && Digest.sha256(masked.pointer, length) != expected {
                 reason = "source chunk \(index) (bytes \(offset)-\(offset + UInt64(length) - 1)) changed since the copy outside its unreadable ranges"
             }
@@ -161,11 +165,8 @@ public final class RepairSource {
             reason = "the source ledger and the destination ledger disagree on chunk \(index)"
         }
         if catchUp, reason == nil, let ledger, let record = sourceRecord {
-            let masked = AlignedBuffer(capacity: length)
-            memcpy(masked.pointer, buffer.pointer, length)
-            for g in gaps { memset(masked.pointer + Int(g.offset - offset), 0, Int(g.length)) }
             try ledger.fillChunk(image: record.id, index: index, window: ByteRange(offset: offset, length: UInt64(length)),
-                                 digest: expected, zero: isAllZero(masked.pointer, length), remaining: gaps)
+                                 digest: expected, zero: maskedIsZero, remaining: gaps)
         }
         if let reason, !force || stillUnreadable != nil {
             refused.append(index)

@@ -39,7 +39,7 @@ final class ImageView {
         while let step = undo.popLast() { step() }
     }
 
-    static func open(target: String, record: ImageRecord, live: Bool, run: Int64) throws -> ImageView {
+    static func open(target: String, record: ImageRecord, live: Bool) throws -> ImageView {
         guard !live, let snap = record.snapshot, snap.held, let name = snap.name else {
             return ImageView(readFrom: ReadFrom(kind: .live, path: target), guid: nil)
         }
@@ -62,7 +62,7 @@ final class ImageView {
         if record.kind == .blockDevice {
             view = try zvolSnapshot(name, dataset: snap.dataset, guid: found.guid)
         } else {
-            view = try fileSnapshot(name, dataset: snap.dataset, relative: snap.relative, canonical: record.canonical, guid: found.guid, run: run)
+            view = try fileSnapshot(name, dataset: snap.dataset, relative: snap.relative, canonical: record.canonical, guid: found.guid)
         }
         return view
     }
@@ -91,8 +91,8 @@ final class ImageView {
 
     /// The file inside the snapshot: through the dataset's .zfs/snapshot directory where there
     /// is one, else a temporary read-only clone mounted in a private directory.
-    private static func fileSnapshot(_ name: String, dataset: String, relative recorded: String?, canonical: String, guid: String,
-                                     run: Int64) throws -> ImageView {
+    private static func fileSnapshot(_ name: String, dataset: String, relative recorded: String?, canonical: String,
+                                     guid: String) throws -> ImageView {
         let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         // Where the file is inside the dataset: recorded at copy time (older records: from its path).
         let relative: String
@@ -119,7 +119,7 @@ final class ImageView {
             throw FerryError.syscall("cannot create a folder for the clone of", path: name)
         }
         let dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        let clone = ZFS.cloneName(of: name, run: run)
+        let clone = ZFS.cloneName(of: name, pid: getpid())
         let view = ImageView(readFrom: ReadFrom(kind: .clone, path: dir + "/" + relative, snapshot: name), guid: guid)
         view.undo.append { rmdir(dir) }
         if (try? ZFS.describe(clone)) != nil {

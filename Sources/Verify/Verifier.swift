@@ -30,7 +30,7 @@ public enum Verifier {
         // The snapshot stands for the recorded image only: another target checked against this
         // record (`--image ID` naming a copy elsewhere) is read as it is.
         let isRecorded = DeviceIdentity.of(target).canBe(record.names)
-        let view = try ImageView.open(target: target, record: record, live: live || !isRecorded, run: Int64(getpid()))
+        let view = try ImageView.open(target: target, record: record, live: live || !isRecorded)
         defer { view.close() }
         let file = try ImageFile.openForReading(view.readFrom.path, direct: true)
         defer { file.close() }   // before the view is closed: a clone in use cannot be destroyed
@@ -231,9 +231,7 @@ public enum Verifier {
     /// known under any of the target's names.
     public static func findImage(target: String, imageId: Int64?, ledger: Ledger) throws -> ImageRecord {
         if let imageId {
-            guard let r = try ledger.image(imageId) else {
-                throw FerryError(.notFound, "no image \(imageId) in ledger \(ledger.path)", hint: "`ferry ledger list` shows the recorded images")
-            }
+            let r = try ledger.requireImage(imageId)
             guard r.complete else {
                 throw FerryError(.refused, "image \(imageId) in \(ledger.path) never completed, so there is nothing trustworthy to verify against",
                                  hint: "finish the copy with `ferry copy --resume` first")

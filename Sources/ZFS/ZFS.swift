@@ -124,11 +124,12 @@ public enum ZFS {
     /// The name ferry gives the snapshot of a transfer.
     public static func snapshotName(dataset: String, transferId: String) -> String { "\(dataset)@ferry-\(transferId)" }
 
-    /// A temporary clone's name: next to the dataset, so it lives in the same pool.
-    public static func cloneName(of snapshot: String, run: Int64) -> String {
+    /// A temporary clone's name: next to the dataset, so it lives in the same pool, and named
+    /// after the process reading it (a clone left by a killed verify is found by that name).
+    public static func cloneName(of snapshot: String, pid: Int32) -> String {
         let dataset = String(snapshot.prefix { $0 != "@" })
         let parent = dataset.contains("/") ? String(dataset[..<dataset.lastIndex(of: "/")!]) : dataset
-        return "\(parent)/ferry-verify-\(run)"
+        return "\(parent)/ferry-verify-\(pid)"
     }
 
     // MARK: Asking zfs

@@ -54,8 +54,8 @@ final class ZFSNameTests: XCTestCase {
 
     func testSnapshotAndCloneNames() {
         XCTAssertEqual(ZFS.snapshotName(dataset: "rpool/data/vm-100-disk-0", transferId: "ab12"), "rpool/data/vm-100-disk-0@ferry-ab12")
-        XCTAssertEqual(ZFS.cloneName(of: "rpool/data/vm-100-disk-0@ferry-ab12", run: 7), "rpool/data/ferry-verify-7")
-        XCTAssertEqual(ZFS.cloneName(of: "tank@ferry-ab12", run: 7), "tank/ferry-verify-7")
+        XCTAssertEqual(ZFS.cloneName(of: "rpool/data/vm-100-disk-0@ferry-ab12", pid: 7), "rpool/data/ferry-verify-7")
+        XCTAssertEqual(ZFS.cloneName(of: "tank@ferry-ab12", pid: 7), "tank/ferry-verify-7")
         let s = ZFS.parseSnapshotProperties(name: "tank/vms@ferry-1", "guid\t2203693093201678881\ncreatetxg\t14\n")
         XCTAssertEqual(s, ZFS.Snapshot(name: "tank/vms@ferry-1", guid: "2203693093201678881", createtxg: 14))
         XCTAssertEqual(s?.dataset, "tank/vms")

@@ -114,3 +114,23 @@ struct EndRecord {
         return root
     }
 }
+
+/// A copy end whose ledger run says how it ended: `SourceReader`, `DestinationWriter`.
+public protocol RecordedEnd: AnyObject {
+    /// Ends the end's copy run as failed or interrupted with `error` (nothing when no record was
+    /// made yet); the rows and checkpoints made durable stay, for --resume.
+    func fail(ledger: Ledger, _ error: any Error)
+}
+
+extension SourceReader: RecordedEnd {}
+extension DestinationWriter: RecordedEnd {}
+
+/// Runs `body`; when it throws, each end's run records the error, and the error goes on.
+public func endingRuns<T>(of ends: [any RecordedEnd], in ledger: Ledger, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        for end in ends { end.fail(ledger: ledger, error) }
+        throw error
+    }
+}

@@ -29,12 +29,9 @@ public enum RemoteCopy {
         let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize,
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
-        do {
-            return try push(source, prior: prior, host: host, dst: dst, options: options, ledger: ledger, settings: settings,
-                            progress: progress, started: started)
-        } catch {
-            source.fail(ledger: ledger, error)
-            throw error
+        return try endingRuns(of: [source], in: ledger) {
+            try push(source, prior: prior, host: host, dst: dst, options: options, ledger: ledger, settings: settings,
+                     progress: progress, started: started)
         }
     }
 
@@ -92,9 +89,7 @@ public enum RemoteCopy {
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
-        report.destination.reportsSnapshot = true
-        report.destination.snapshot = far.snapshot
-        report.destination.snapshotError = far.snapshotError
+        report.destination.note(snapshot: far.snapshot, error: far.snapshotError)
         return report
     }
 
@@ -107,12 +102,9 @@ public enum RemoteCopy {
         try ledger.checkWritable()
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         dest.takeSnapshot = options.snapshot
-        do {
-            return try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
-                            progress: progress, started: started)
-        } catch {
-            dest.fail(ledger: ledger, error)
-            throw error
+        return try endingRuns(of: [dest], in: ledger) {
+            try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
+                     progress: progress, started: started)
         }
     }
 
@@ -179,7 +171,7 @@ public enum RemoteCopy {
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(dest.unreadable, reads: nil)
-        report.destination.note(snapshot: dest.snapshot)
+        report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report
     }
 

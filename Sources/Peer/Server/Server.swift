@@ -66,12 +66,7 @@ public enum Server {
     static func receive(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ledger.checkWritable()
         let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros, ledger: ledger)
-        do {
-            try receive(request, into: dest, conn: conn, ledger: ledger, log: log)
-        } catch {
-            dest.fail(ledger: ledger, error)
-            throw error
-        }
+        try endingRuns(of: [dest], in: ledger) { try receive(request, into: dest, conn: conn, ledger: ledger, log: log) }
     }
 
     private static func receive(_ request: CopyRequest, into dest: DestinationWriter, conn: Connection, ledger: Ledger,
@@ -109,12 +104,7 @@ public enum Server {
     static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs,
                                       onReadError: request.recordReadErrors ? .record : .abort, retries: request.retries)
-        do {
-            try send(request, from: source, conn: conn, ledger: ledger, log: log)
-        } catch {
-            source.fail(ledger: ledger, error)
-            throw error
-        }
+        try endingRuns(of: [source], in: ledger) { try send(request, from: source, conn: conn, ledger: ledger, log: log) }
     }
 
     private static func send(_ request: CopyRequest, from source: SourceReader, conn: Connection, ledger: Ledger,
