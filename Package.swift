@@ -15,6 +15,7 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
         // Syscalls and ioctls that Glibc does not import (O_DIRECT, fallocate, BLK*).
         .target(name: "CSys", cSettings: [.unsafeFlags(["-O3"])]),
 
@@ -24,14 +25,17 @@ let package = Package(
         .target(name: "Ledger", dependencies: ["CSQLite", "Chunks"]),
         // ZFS: where an image lives in a pool, and the snapshots and clones ferry takes (the zfs command).
         .target(name: "ZFS", dependencies: ["Chunks"]),
+        // NBD: the guest disk inside a VDI/qcow2/VMDK/VHD/VHDX (a private qemu-nbd) or an NBD
+        // export, read with libnbd, zero extents skipped; the only importer of CNBD.
+        .target(name: "NBD", dependencies: ["Chunks", "CNBD"]),
         // Wire protocol: frames, codec, handshake; the only importer of CZstd.
         .target(name: "Wire", dependencies: ["Chunks", "CZstd"]),
         // Copy engine: read once, hash, send or write, record; resume points; both wire ends.
-        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire", "ZFS"]),
+        .target(name: "Copy", dependencies: ["Chunks", "Ledger", "Wire", "ZFS", "NBD"]),
         // Verify engine: re-read, compare with the ledger, coalesce bad ranges.
-        .target(name: "Verify", dependencies: ["Chunks", "Ledger", "ZFS"]),
+        .target(name: "Verify", dependencies: ["Chunks", "Ledger", "ZFS", "NBD"]),
         // Resend: plan from a verify, move only the differing sub-blocks, read the repair back.
-        .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "ZFS"]),
+        .target(name: "Resend", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "ZFS", "NBD"]),
         // The ssh peer: Transport (the remote shell), Client (one call per operation), Server
         // (`ferry serve` and its dispatch).
         .target(name: "Peer", dependencies: ["Chunks", "Ledger", "Wire", "Copy", "Verify", "Resend"]),
@@ -44,6 +48,6 @@ let package = Package(
         // Behaviour tests: the real binary against real files, devices, sshd and ledgers.
         .testTarget(name: "FerryTests", dependencies: ["Chunks", "Ledger", "Wire", "Peer", "FerryCommands"]),
         // Unit tests of the pure parts: the frame parser (from fixtures), codecs, plans, parsing.
-        .testTarget(name: "UnitTests", dependencies: ["Chunks", "Wire", "Copy", "Verify", "Resend", "Peer", "ZFS"]),
+        .testTarget(name: "UnitTests", dependencies: ["Chunks", "Wire", "Copy", "Verify", "Resend", "Peer", "ZFS", "NBD"]),
     ]
 )

@@ -29,6 +29,11 @@ public struct DeviceIdentity: Sendable, Equatable {
         return DeviceIdentity(given: path, canonical: canonical, names: names)
     }
 
+    /// A name that is not a path (an NBD URI): itself, nothing more.
+    public static func named(_ name: String) -> DeviceIdentity {
+        DeviceIdentity(given: name, canonical: name, names: [name])
+    }
+
     /// Names that keep pointing at the same device across reboots (unlike /dev/zdN or /dev/sdX).
     public static func isStable(_ name: String) -> Bool {
         stableRoots.contains { name.hasPrefix($0 + "/") }

@@ -7,6 +7,7 @@ public enum ImageKind: String, Codable, Sendable {
     case file            // a regular file
     case blockDevice = "block"
     case stream          // stdin/stdout or a pipe: no size, no seeking
+    case nbd             // an export an NBD server serves (named by a URI)
 }
 
 /// How an image was read or written, as reported to the user and the ledger.
@@ -14,6 +15,7 @@ public enum IOMode: String, Codable, Sendable {
     case direct                              // O_DIRECT: straight from/to the medium
     case buffered = "buffered-dropcache"     // page cache, dropped behind the stream
     case stream                              // a pipe: there is no medium to bypass
+    case server = "nbd-server"               // an NBD server's reads: its cache is its own
 }
 
 /// An open disk image (file, block device or stream) with positioned, cache-aware I/O.
@@ -129,7 +131,7 @@ public final class ImageFile {
         switch kind {
         case .blockDevice: base |= csys_o_excl()
         case .file: base |= O_CREAT | (truncate ? O_TRUNC : 0)
-        case .stream: break
+        case .stream, .nbd: break
         }
         var flags = base
         var mode: IOMode = kind == .stream ? .stream : .buffered
@@ -159,7 +161,7 @@ public final class ImageFile {
     /// Re-reads the size: BLKGETSIZE64 for block devices (fstat says 0), st_size for files.
     public func refreshSize() throws {
         switch kind {
-        case .stream: size = nil
+        case .stream, .nbd: size = nil
         case .blockDevice:
             var bytes: UInt64 = 0
             guard csys_blk_size64(fd, &bytes) == 0 else { throw FerryError.syscall("BLKGETSIZE64", path: path) }
@@ -434,7 +436,7 @@ public final class ImageFile {
                     throw FerryError.syscall("BLKZEROOUT", path: path, offset: offset)
                 }
             }
-        case .stream: break
+        case .stream, .nbd: break
         }
         var done = 0
         while done < count {

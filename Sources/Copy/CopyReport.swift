@@ -5,6 +5,8 @@ import Ledger
 public struct CopyOptions: Sendable {
     public var chunkSize = ChunkGeometry.defaultChunkSize
     public var asIs = false
+    /// The source's container format (`--source-format`): nil to read it from the header.
+    public var sourceFormat: String?
     public var writeZeros = false
     public var resume = false
     /// Data is made durable and a resumable checkpoint recorded every this many bytes.
@@ -46,8 +48,19 @@ public struct CopyEndReport: Codable, Sendable {
     /// on ZFS, why none was taken.
     public var snapshot: String?
     public var snapshotError: String?
+    /// How the end's bytes are read or written: `raw` (a plain file or device), a container
+    /// format (vdi, qcow2, vmdk, vpc, vhdx, qed), or `nbd` (an export).
+    public var format: String?
+    /// The source end: bytes actually read from the medium or NBD server (extents the server
+    /// reports as zeros are not read).
+    public var bytesRead: UInt64?
     /// Whether `snapshot` is reported (the destination end) or left out (the source end).
     public var reportsSnapshot = false
+
+    /// Fills in how the end's bytes were read or written, and (a source) how many were read.
+    public mutating func note(format: String?, bytesRead: UInt64? = nil) {
+        (self.format, self.bytesRead) = (format ?? "raw", bytesRead)
+    }
 
     /// Fills in the snapshot fields of a destination end: the snapshot's name, or why none.
     public mutating func note(snapshot name: String?, error: String?) {
@@ -65,7 +78,7 @@ public struct CopyEndReport: Codable, Sendable {
         self.io = io
     }
 
-    enum CodingKeys: String, CodingKey { case path, host, size, sha256, imageId, ledger, io, unreadableRanges, snapshot, snapshotError }
+    enum CodingKeys: String, CodingKey { case path, host, size, sha256, imageId, ledger, io, format, bytesRead, unreadableRanges, snapshot, snapshotError }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -77,6 +90,8 @@ public struct CopyEndReport: Codable, Sendable {
         ledger = try c.decodeIfPresent(String.self, forKey: .ledger)
         io = try c.decodeIfPresent(String.self, forKey: .io)
         unreadableRanges = try c.decodeIfPresent([ByteRange].self, forKey: .unreadableRanges)
+        format = try c.decodeIfPresent(String.self, forKey: .format)
+        bytesRead = try c.decodeIfPresent(UInt64.self, forKey: .bytesRead)
         reportsSnapshot = c.contains(.snapshot)
         snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot)
         snapshotError = try c.decodeIfPresent(String.self, forKey: .snapshotError)
@@ -91,6 +106,8 @@ public struct CopyEndReport: Codable, Sendable {
         try c.encodeIfPresent(imageId, forKey: .imageId)
         try c.encodeIfPresent(ledger, forKey: .ledger)
         try c.encodeIfPresent(io, forKey: .io)
+        try c.encodeIfPresent(format, forKey: .format)
+        try c.encodeIfPresent(bytesRead, forKey: .bytesRead)
         try c.encodeIfPresent(unreadableRanges, forKey: .unreadableRanges)
         if reportsSnapshot { try c.encode(snapshot, forKey: .snapshot) }
         try c.encodeIfPresent(snapshotError, forKey: .snapshotError)

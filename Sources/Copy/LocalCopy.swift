@@ -17,7 +17,7 @@ public enum LocalCopy {
             resumeFrom = try Resume.unfinishedLocal(source: srcPath, destination: dstPath, ledger: ledger)
             if let r = resumeFrom { chunkSize = try Resume.chunkSize(of: r.dst, options: options) }
         }
-        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize,
+        let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, sourceFormat: options.sourceFormat, expectedSize: options.streamSize,
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
@@ -102,6 +102,8 @@ public enum LocalCopy {
             resumedFromChunk: startIndex > 0 ? startIndex : nil, bytesRead: source.bytesRead,
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started, resumeChecks: checks)
+        report.source.note(format: source.file.format, bytesRead: source.bytesRead)
+        report.destination.note(format: "raw")
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
         report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report

@@ -47,11 +47,26 @@ struct CopyCommand: ParsableCommand {
             sectors inside a stretch that the skips jumped over are recorded too; the resend \
             finds them.
 
-            A source that starts with a VDI, qcow2, VMDK, VHD or VHDX header is refused: copy the \
-            raw disk inside it (qemu-nbd --read-only -c /dev/nbd0 disk.vdi; ferry copy /dev/nbd0 ...), \
-            or pass --as-is.
+            VM DISK CONTAINERS: a source that is a VDI, qcow2, VMDK, VHD (vpc), VHDX or QED file \
+            (its header says so; --source-format names it) is copied as the guest disk inside it, \
+            the bytes `qemu-img convert -O raw` would give, and its SHA-256 equals `sha256sum` of \
+            that. ferry starts its own read-only qemu-nbd on a socket in a private 0700 \
+            directory (no root, no nbd kernel module, no /dev/nbd*), reads it with libnbd, and \
+            stops it when the copy ends, fails or is interrupted. Extents the container does not \
+            allocate are never read: ferry asks for base:allocation block status, and those \
+            chunks are zero chunks (holes at the destination, nothing on the wire) whose zeros \
+            still go into the whole-image hash. `source.bytesRead` (--json) counts the bytes \
+            actually read. The ledger records the container's format and allocated bytes. \
+            `ferry verify` and `ferry resend` read the container the same way. --as-is copies the \
+            container file's own bytes instead. Needs qemu-nbd and qemu-img (qemu-utils) on the \
+            host holding the container.
+
+            NBD EXPORTS: nbd://host[:port]/export and nbd+unix:///export?socket=PATH (libnbd's \
+            URIs) name an export that a qemu-nbd, nbdkit or running QEMU serves; it is read the \
+            same way, zero extents skipped. /dev/nbd0 is still read as a block device.
 
             EXAMPLES:
+              ferry copy vm-100.vdi root@pve:/dev/zvol/rpool/data/vm-100-disk-0
               ferry copy /dev/nbd0 /dev/zvol/rpool/data/vm-100-disk-0
               ferry copy disk.raw backup.raw --chunk-size 4M
               some-producer | ferry copy - out.raw
@@ -73,8 +88,11 @@ struct CopyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The size a stream source (stdin, a pipe) must have: a stream that ends sooner is a failed copy, not a small image; an endless one (/dev/zero) stops there.", valueName: "bytes"))
     var size: String?
 
-    @Flag(name: .long, help: "Copy a disk-image container (VDI, qcow2, VMDK, VHD, VHDX) as it is.")
+    @Flag(name: .long, help: "Copy a disk-image container (VDI, qcow2, VMDK, VHD, VHDX) file's own bytes, not the disk inside it.")
     var asIs = false
+
+    @Option(name: .long, help: ArgumentHelp("Read the source as this format: raw (its bytes as they are), vdi, qcow2, vmdk, vpc (VHD), vhdx or qed. Default: from its header.", valueName: "format"))
+    var sourceFormat: String?
 
     @Flag(name: .long, help: "Write zero chunks as zeros instead of holes or BLKZEROOUT.")
     var writeZeros = false
@@ -131,6 +149,7 @@ struct CopyCommand: ParsableCommand {
         }
         options.checkpointBytes = cp
         options.asIs = asIs
+        options.sourceFormat = sourceFormat
         options.writeZeros = writeZeros
         options.resume = resume
         if let compress, !(1...19).contains(compress) {

@@ -168,13 +168,14 @@ public final class Ledger {
     public func createImage(_ new: NewImage) throws -> Int64 {
         try db.transaction {
             let id = try db.prepare("""
-                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options, stamp, medium)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id
+                INSERT INTO images(role, path, canonical, kind, host, size, chunk_size, transfer_id, peer, created_at, options, stamp, medium, container)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id
                 """).insert([.text(new.role.rawValue), .text(new.identity.given), .text(new.identity.canonical),
                           .text(new.kind.rawValue), .text(host), new.size.map { .int(Int64($0)) } ?? .null,
                           .int(Int64(new.chunkSize)), .text(new.transferId), new.peer.map { .text($0) } ?? .null,
                           .text(Self.now()), new.options.map { .text($0) } ?? .null,
-                          new.stamp.map { .text(Self.json($0)) } ?? .null, new.medium.map { .text(Self.json($0)) } ?? .null])
+                          new.stamp.map { .text(Self.json($0)) } ?? .null, new.medium.map { .text(Self.json($0)) } ?? .null,
+                          new.container.map { .text(Self.json($0)) } ?? .null])
             let names = try db.prepare("INSERT OR IGNORE INTO image_names(name, image_id) VALUES (?, ?)")
             for name in Set(new.identity.names) {
                 try names.run([.text(name), .int(id)])
@@ -313,7 +314,8 @@ public final class Ledger {
 
     private static let imageColumns = """
         id, role, path, canonical, kind, host, size, chunk_size, sha256, list_root, chunk_count, zero_chunks,
-        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp, medium, snapshot, digest_pending
+        complete, transfer_id, peer_image_id, peer, created_at, completed_at, checkpoint_chunks, stamp, medium, snapshot, digest_pending,
+        container
         """
 
     private func imageRows(_ whereClause: String, _ args: [Statement.Value]) throws -> [ImageRecord] {
@@ -333,7 +335,8 @@ public final class Ledger {
                 stamp: try r.text(19).map { try Self.decode(FileStamp.self, $0, what: "stamp of image \(id) in ledger \(path)") },
                 medium: try r.text(20).map { try Self.decode(Medium.self, $0, what: "medium of image \(id) in ledger \(path)") },
                 snapshot: try r.text(21).map { try Self.decode(SnapshotRecord.self, $0, what: "snapshot of image \(id) in ledger \(path)") },
-                digestPending: r.int(22) != 0)
+                digestPending: r.int(22) != 0,
+                container: try r.text(23).map { try Self.decode(ContainerRecord.self, $0, what: "container of image \(id) in ledger \(path)") })
         }
     }
 

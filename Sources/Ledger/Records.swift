@@ -83,6 +83,23 @@ public struct ImageRecord: Codable, Sendable {
     public var snapshot: SnapshotRecord?
     /// A resend filled its last unreadable ranges: the next full read computes its SHA-256.
     public var digestPending = false
+    /// An image read through a container format or an NBD server (nil: its raw bytes).
+    public var container: ContainerRecord?
+}
+
+/// How a source's bytes were read when they are not the raw bytes of a file or device: the guest
+/// disk inside a VDI, qcow2, VMDK, VHD or VHDX file (the record's path and identity are the
+/// container file's, its size the disk's virtual size), or an NBD export.
+public struct ContainerRecord: Codable, Sendable, Equatable {
+    /// qemu's name for the format (vdi, qcow2, vmdk, vpc, vhdx, qed), or `nbd`.
+    public var format: String
+    /// Guest bytes the container holds data for (`qemu-img map`), when known.
+    public var allocatedBytes: UInt64?
+    /// The container file's own size.
+    public var fileSize: UInt64?
+    public init(format: String, allocatedBytes: UInt64? = nil, fileSize: UInt64? = nil) {
+        (self.format, self.allocatedBytes, self.fileSize) = (format, allocatedBytes, fileSize)
+    }
 }
 
 /// The ZFS snapshot a copy took of its destination once it was durable: the exact image the
@@ -121,11 +138,14 @@ public struct NewImage: Sendable {
     public var options: String?
     public var stamp: FileStamp?
     public var medium: Medium?
+    public var container: ContainerRecord?
 
     public init(role: ImageRole, identity: DeviceIdentity, kind: ImageKind, size: UInt64?, chunkSize: Int,
-                transferId: String, peer: String?, options: String? = nil, stamp: FileStamp? = nil, medium: Medium? = nil) {
+                transferId: String, peer: String?, options: String? = nil, stamp: FileStamp? = nil, medium: Medium? = nil,
+                container: ContainerRecord? = nil) {
         (self.role, self.identity, self.kind, self.size, self.chunkSize) = (role, identity, kind, size, chunkSize)
         (self.transferId, self.peer, self.options, self.stamp, self.medium) = (transferId, peer, options, stamp, medium)
+        self.container = container
     }
 }
 

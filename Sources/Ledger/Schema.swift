@@ -2,7 +2,7 @@
 /// `PRAGMA application_id` marks the file as a ferry ledger.
 enum Schema {
     static let applicationID: Int64 = 0x4652_5259  // "FRRY"
-    static let version: Int64 = 4
+    static let version: Int64 = 5
 
     /// migrations[n] takes a ledger from version n to n+1.
     static let migrations: [String] = [
@@ -103,6 +103,10 @@ enum Schema {
         -- 1 once a resend filled unreadable ranges: the next full read whose every chunk matches
         -- computes the whole-image SHA-256 (never over zeros, never after resend --force).
         ALTER TABLE images ADD COLUMN digest_pending INTEGER NOT NULL DEFAULT 0;
+        """,
+        // 5: a source read through a container format (VDI, qcow2, ...) or an NBD server.
+        """
+        ALTER TABLE images ADD COLUMN container TEXT;  -- JSON ContainerRecord
         """,
     ]
 }

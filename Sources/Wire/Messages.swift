@@ -36,6 +36,8 @@ public struct Ready: Codable, Sendable {
     public var size: UInt64?
     public var kind: String?
     public var io: String?
+    /// Pull: how the source is read: `raw`, a container format (vdi, qcow2, ...) or `nbd`.
+    public var format: String?
     /// Resume: the chunk index both ends continue from (0 = from the start).
     public var resumeFrom: Int = 0
     public var transferId: String?
@@ -53,6 +55,8 @@ public struct End: Codable, Sendable {
     public var sha256: String
     /// Bytes the source could not read and sent as zeros (nil: none).
     public var unreadableBytes: UInt64?
+    /// Bytes read from the source medium or NBD server (extents known to be zeros are not read).
+    public var bytesRead: UInt64?
     public init(size: UInt64, chunks: Int, sha256: String) { (self.size, self.chunks, self.sha256) = (size, chunks, sha256) }
 }
 

@@ -54,6 +54,8 @@ public struct CopyRequest: Sendable, Equatable {
     public var compressLevel: Int?
     /// Pull: copy a disk-image container's own bytes.
     public var asIs = false
+    /// Pull: the source's container format (nil: from its header).
+    public var sourceFormat: String?
     /// Push: write zero chunks out instead of leaving holes.
     public var writeZeros = false
     /// Resume: the checkpoints the client's ledger holds for this transfer (nil: a fresh copy).
@@ -157,6 +159,7 @@ extension Request {
                                 peer: f.peer, checkpointEvery: f.checkpointEvery)
             r.compressLevel = f.compressLevel
             r.asIs = f.asIs
+            r.sourceFormat = f.sourceFormat
             r.writeZeros = f.writeZeros
             r.resumeCheckpoints = f.resume ? f.checkpoints : nil
             r.verifyPrefix = f.verifyPrefix ?? false
@@ -220,6 +223,7 @@ struct RequestFrame: Codable {
     var snapshot: Bool?
     var live: Bool?
     var maxRate: UInt64?
+    var sourceFormat: String?
 
     init(_ r: Request) {
         switch r {
@@ -232,6 +236,7 @@ struct RequestFrame: Codable {
             transferId = c.transferId
             peer = c.peer
             asIs = c.asIs
+            sourceFormat = c.sourceFormat
             writeZeros = c.writeZeros
             compressLevel = c.compressLevel
             checkpointEvery = c.checkpointEvery

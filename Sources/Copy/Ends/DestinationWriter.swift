@@ -44,7 +44,7 @@ public final class DestinationWriter {
 
     /// Opens the destination and checks it, without changing a byte. Refuses a directory, a
     /// mounted or busy block device, a block device smaller than `expectedSize`, and the source.
-    public func open(expectedSize: UInt64?, source: ImageFile?) throws {
+    public func open(expectedSize: UInt64?, source: (any ImageMedium)?) throws {
         // Already open (a pull checks before and after the far side names the size): check the
         // size again; a second O_EXCL open of a block device would refuse our own claim.
         if let file {
@@ -57,7 +57,7 @@ public final class DestinationWriter {
             try Self.checkCreatable(path)
             return
         }
-        if let source { try Self.refuseShared(source: source.path, destination: path) }
+        if let source, source.kind != .nbd { try Self.refuseShared(source: source.path, destination: path) }
         let f = try Self.openWritable(path)
         try claim(f)
         try checkFits(f, expectedSize)

@@ -27,13 +27,28 @@ public enum DiskImageFormat: String, Sendable {
         return nil
     }
 
-    /// The refusal a user sees, with the qemu-nbd step that exposes the raw disk.
+    /// qemu's name for the format (`qemu-nbd --format`, `qemu-img -f`).
+    public var qemuName: String {
+        switch self {
+        case .vdi: "vdi"
+        case .qcow2: "qcow2"
+        case .qed: "qed"
+        case .vmdk: "vmdk"
+        case .vhd: "vpc"
+        case .vhdx: "vhdx"
+        }
+    }
+
+    /// The formats `--source-format` accepts: `raw` (the bytes as they are) and qemu's names.
+    public static let sourceFormatNames = ["raw", "vdi", "qcow2", "vmdk", "vpc", "vhdx", "qed"]
+
+    /// The refusal a user sees when a stream holds a container: ferry reads the disk inside a
+    /// container from a file or device, not from a pipe.
     public func refusal(path: String) -> String {
         """
-        \(path) is a \(rawValue) container, not a raw disk; copying it would put the container \
-        itself on the destination. Expose its raw contents first, e.g. \
-        `modprobe nbd && qemu-nbd --read-only -c /dev/nbd0 \(path)`, then `ferry copy /dev/nbd0 ...` \
-        (or pass --as-is if the container file itself is what you want)
+        \(path == "-" ? "the stream on stdin" : path) holds a \(rawValue) container, not a raw disk; copying it \
+        would put the container itself on the destination. Save it to a file and `ferry copy FILE ...` \
+        copies the disk inside it, or pass --as-is if the container itself is what you want
         """
     }
 }

@@ -1,6 +1,7 @@
 import Chunks
 import Glibc
 import Ledger
+import NBD
 
 /// What a copy does when the source fails to read.
 public enum ReadErrorPolicy: String, Codable, Sendable, CaseIterable {
@@ -12,12 +13,12 @@ public enum ReadErrorPolicy: String, Codable, Sendable, CaseIterable {
 
 /// The reading end of a copy: reads the source once, in chunk order, and records what it read.
 public final class SourceReader {
-    public let file: ImageFile
+    public let file: ImageMedium
     public let identity: DeviceIdentity
     public let chunkSize: Int
     private let counted = ProgressCounter()
     /// Bytes read from the source so far (the pump's reads and any re-reads).
-    public var bytesRead: UInt64 { counted.bytes }
+    public var bytesRead: UInt64 { file.fetchedBytes ?? counted.bytes }
     private var record: EndRecord?
     public var imageId: Int64? { record?.imageId }
     /// The ledger run recording this copy at the source end (started with the record).
@@ -43,32 +44,77 @@ public final class SourceReader {
     /// Reads a rescue made, and how many of them failed.
     public var rescueReads: (reads: Int, failed: Int) { (rescue?.reads ?? 0, rescue?.failedReads ?? 0) }
 
-    public init(path: String, chunkSize: Int, asIs: Bool, expectedSize: UInt64? = nil,
+    public init(path: String, chunkSize: Int, asIs: Bool, sourceFormat: String? = nil, expectedSize: UInt64? = nil,
                 onReadError: ReadErrorPolicy = .abort, retries: Int = 0, unreadableBytes: ProgressCounter = ProgressCounter()) throws {
         self.unreadableBytes = unreadableBytes
         self.onReadError = onReadError
         self.retries = retries
-        file = try ImageFile.openForReading(path, direct: true)
-        identity = DeviceIdentity.of(path)
+        file = try Self.openMedium(path, asIs: asIs, sourceFormat: sourceFormat)
+        identity = file.kind == .nbd ? DeviceIdentity.named(path) : DeviceIdentity.of(path)
         self.chunkSize = chunkSize
         self.asIs = asIs
         if let expectedSize, let size = file.size, size != expectedSize {
+            file.close()
             throw FerryError(.usage, "--size \(expectedSize) does not match \(path), which holds \(size) bytes",
                              hint: "--size is for stream sources (stdin, a pipe); leave it out for files and block devices")
         }
+        if onReadError == .record && !(file is ImageFile) {
+            file.close()
+            throw FerryError(.usage, "--on-read-error=record narrows failing reads to the disk's sectors, and \(path) is read through \(file.format == "nbd" ? "an NBD server" : "qemu-nbd")",
+                             hint: "rescue the container file itself first (ferry copy --as-is --on-read-error=record \(path) SAVED), then copy the disk inside SAVED")
+        }
         streamSize = file.size == nil ? expectedSize : nil
+    }
+
+    /// Opens what `path` names: an NBD URI, the guest disk inside a container file (its format
+    /// from `sourceFormat` or its header), or the file, device or stream itself.
+    static func openMedium(_ path: String, asIs: Bool, sourceFormat: String?) throws -> ImageMedium {
+        if NBDImage.isURI(path) {
+            if asIs || (sourceFormat != nil && sourceFormat != "raw") {
+                throw FerryError(.usage, "\(path) is an NBD export: it has no container format to name or to copy as it is",
+                                 hint: "leave out --as-is and --source-format")
+            }
+            return try NBDImage.openURI(path)
+        }
+        if let sourceFormat, !DiskImageFormat.sourceFormatNames.contains(sourceFormat) {
+            throw FerryError(.usage, "--source-format \(sourceFormat) is not a format ferry reads",
+                             hint: "name one of " + DiskImageFormat.sourceFormatNames.joined(separator: ", "))
+        }
+        let file = try ImageFile.openForReading(path, direct: true)
+        if asIs || sourceFormat == "raw" { return file }
+        var format = sourceFormat
+        if format == nil, file.size != nil, (file.size ?? 0) > 0 {
+            let head = AlignedBuffer(capacity: 4096)
+            let n = (try? file.readExact(into: head.pointer, count: Int(min(4096, file.size!)), at: 0).get()) ?? 0
+            format = DiskImageFormat.detect(head.bytes(n))?.qemuName
+        }
+        guard let format else { return file }
+        guard file.size != nil else {
+            file.close()
+            throw FerryError(.usage, "\(path) is a stream, and the disk inside a \(format) container can only be read from a file or device",
+                             hint: "save the stream to a file and copy that, or copy the stream as it is with --as-is")
+        }
+        file.close()
+        return try NBDImage.openContainer(path, format: format)
     }
 
     /// The bytes this source holds, when known before reading: a file's or device's size, or a
     /// stream's `--size`.
     public var size: UInt64? { file.size ?? streamSize }
 
+    /// How the source is read when not as raw bytes: its container format or `nbd`.
+    public var containerRecord: ContainerRecord? {
+        guard let image = file as? NBDImage else { return nil }
+        return ContainerRecord(format: image.format, allocatedBytes: image.layout?.allocatedBytes, fileSize: image.container?.size)
+    }
+
     /// Creates the source's image record (role source) in `ledger`.
     public func register(in ledger: Ledger, transferId: String, peer: String?) throws {
         startStamp = file.stamp
         record = try EndRecord.register(NewImage(role: .source, identity: identity, kind: file.kind, size: file.size,
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer, stamp: startStamp,
-                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil),
+                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil,
+                                                 container: containerRecord),
                                         in: ledger)
     }
 
@@ -103,7 +149,7 @@ public final class SourceReader {
         } else {
             do {
                 n = try file.read(into: slot.buffer.pointer, count: want, at: slot.offset)
-            } catch where Rescue.isMediumError(error) && file.size != nil {
+            } catch where Rescue.isMediumError(error) && file.size != nil && file is ImageFile {
                 guard onReadError == .record else {
                     var e = error as! FerryError
                     e.hint = (e.hint.map { $0 + "; " } ?? "") + "to copy everything that reads and record exactly what does not, run the copy again with --on-read-error=record"
@@ -120,7 +166,7 @@ public final class SourceReader {
             throw FerryError(.io, "source \(file.path) ended at offset \(slot.offset + UInt64(n)), before its size \(file.size!)",
                              hint: "the source shrank while being read; nothing was marked complete")
         }
-        if slot.index == 0 && n > 0 && !asIs, let format = DiskImageFormat.detect(slot.buffer.bytes(min(n, 4096))) {
+        if slot.index == 0 && n > 0 && !asIs && file.kind == .stream, let format = DiskImageFormat.detect(slot.buffer.bytes(min(n, 4096))) {
             throw FerryError(.refused, format.refusal(path: file.path))
         }
         if slot.unreadable.isEmpty { counted.add(n) }
@@ -130,7 +176,7 @@ public final class SourceReader {
     /// Reads the chunk in `slot` around its unreadable sectors (zeros in their place) and notes
     /// them in the slot, for both ends' records.
     private func rescueRead(_ slot: ChunkSlot, want: Int) throws -> Int {
-        let r = rescue ?? Rescue(file: file, size: file.size!)
+        let r = rescue ?? Rescue(file: file as! ImageFile, size: file.size!)
         rescue = r
         let before = r.bytesRead
         var bad = try r.read(into: slot.buffer.pointer, count: want, at: slot.offset, retries: retries)

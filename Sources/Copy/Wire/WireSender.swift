@@ -52,6 +52,7 @@ public final class WireSender: ChunkTarget {
             var end = End(size: size, chunks: startIndex + result.chunks, sha256: result.wholeDigest!.hex)
             let unreadable = ByteRange.total(source.unreadable)
             end.unreadableBytes = unreadable > 0 ? unreadable : nil
+            end.bytesRead = source.bytesRead
             try connection.sendJSON(.end, end)
         } catch {
             // Tell the receiver why, so it stops without marking anything complete.

@@ -26,7 +26,7 @@ public enum RemoteCopy {
         let peer = "\(host):\(dst)"
         let prior = try Resume.unfinished(options.resume, role: .source, path: src, peer: peer, ledger: ledger)
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
-        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, expectedSize: options.streamSize,
+        let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, sourceFormat: options.sourceFormat, expectedSize: options.streamSize,
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
         return try endingRuns(of: [source], in: ledger) {
@@ -89,6 +89,8 @@ public enum RemoteCopy {
             remote: RemoteEndReport(host: host, path: dst, sha256: far.sha256, imageId: far.imageId, ledger: far.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
+        report.source.note(format: source.file.format, bytesRead: source.bytesRead)
+        report.destination.note(format: "raw")
         report.destination.note(snapshot: far.snapshot, error: far.snapshotError)
         return report
     }
@@ -124,6 +126,7 @@ public enum RemoteCopy {
                                   transferId: transferId, peer: "\(ledger.host):\(dest.identity.canonical)",
                                   checkpointEvery: options.checkpointEvery)
         request.asIs = options.asIs
+        request.sourceFormat = options.sourceFormat
         request.compressLevel = options.compressLevel
         request.resumeCheckpoints = try prior.map { try ledger.checkpointCounts(image: $0.id) }
         request.verifyPrefix = options.verifyPrefix
@@ -166,11 +169,13 @@ public enum RemoteCopy {
                                        imageId: dest.imageId, ledger: ledger.path, io: dest.file?.mode.rawValue),
             chunkSize: chunkSize, chunks: outcome.result.chunks, zeroChunks: outcome.result.zeroChunks,
             listRoot: outcome.result.listRoot, imageId: dest.imageId, transferId: transferId, digestsMatch: outcome.match,
-            resumedFromChunk: start > 0 ? start : nil, bytesRead: 0, bytesWritten: dest.bytesWritten,
+            resumedFromChunk: start > 0 ? start : nil, bytesRead: end.bytesRead ?? 0, bytesWritten: dest.bytesWritten,
             bytesSent: conn.bytesReceived, zeroFrames: receiver.zeroFrames, retransmissions: receiver.retransmissions,
             remote: RemoteEndReport(host: host, path: src, sha256: end.sha256, imageId: ready.imageId, ledger: ready.ledger),
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(dest.unreadable, reads: nil)
+        report.source.note(format: ready.format, bytesRead: end.bytesRead)
+        report.destination.note(format: "raw")
         report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report
     }

@@ -103,7 +103,7 @@ public enum Server {
     /// Pull: read the image at `request.path` and send it.
     static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs,
-                                      onReadError: request.recordReadErrors ? .record : .abort, retries: request.retries)
+                                      sourceFormat: request.sourceFormat, onReadError: request.recordReadErrors ? .record : .abort, retries: request.retries)
         try endingRuns(of: [source], in: ledger) { try send(request, from: source, conn: conn, ledger: ledger, log: log) }
     }
 
@@ -124,6 +124,7 @@ public enum Server {
         ready.kind = source.file.kind.rawValue
         ready.imageId = source.imageId
         ready.io = source.file.mode.rawValue
+        ready.format = source.file.format
         try conn.sendJSON(.ready, ready)
         let sender = WireSender(connection: conn, source: source, ledger: ledger, checkpointEvery: request.checkpointEvery,
                                 compressLevel: request.compressLevel, log: log)

@@ -8,6 +8,9 @@ public enum Location: Equatable, Sendable {
 
     public static func parse(_ text: String) -> Location {
         if text == "-" || text.hasPrefix("/") || text.hasPrefix(".") { return .local(text) }
+        // A URI (nbd://host/export, nbd+unix:///export?socket=...) is read from here.
+        if let scheme = text.range(of: "://"), text[..<scheme.lowerBound].allSatisfy({ $0.isLetter || $0 == "+" }),
+           scheme.lowerBound > text.startIndex { return .local(text) }
         guard let colon = text.firstIndex(of: ":") else { return .local(text) }
         let host = String(text[..<colon])
         if host.isEmpty || host.contains("/") { return .local(text) }

@@ -1,0 +1,239 @@
+import Chunks
+import Foundation
+import Glibc
+
+/// The guest disk inside a container file (served by a private qemu-nbd) or an NBD export named
+/// by a URI, read as an `ImageMedium`. Extents the server reports as zeros are never fetched:
+/// their bytes are zeros in the buffer, so every hash still covers them.
+public final class NBDImage: ImageMedium {
+    public let path: String
+    public let kind: ImageKind
+    public let format: String
+    let connection: NBDConnection
+    let server: QemuNBD?
+    /// The container file itself, open for its identity, times and page cache (nil for a URI).
+    public let container: ImageFile?
+    /// What `qemu-img map` says the container holds (nil for a URI).
+    public let layout: ContainerLayout?
+    private let fetched = ProgressCounter()
+    /// Known extents, in order and contiguous (a window ahead of the reads).
+    private var known: [Extent] = []
+    /// How far ahead one block-status request looks.
+    static let mapWindow: UInt64 = 1 << 30
+
+    private init(path: String, kind: ImageKind, format: String, connection: NBDConnection, server: QemuNBD?,
+                 container: ImageFile?, layout: ContainerLayout?) {
+        self.path = path
+        self.kind = kind
+        self.format = format
+        self.connection = connection
+        self.server = server
+        self.container = container
+        self.layout = layout
+    }
+
+    /// Opens the guest disk inside the container at `path`, read as `format` (a qemu driver name).
+    public static func openContainer(_ path: String, format: String) throws -> NBDImage {
+        let file = try ImageFile.openForReading(path, direct: true)
+        guard file.kind == .file || file.kind == .blockDevice, let fileSize = file.size else {
+            file.close()
+            throw FerryError(.usage, "\(path) is a stream: a \(format) container can only be read from a file or device",
+                             hint: "save the stream to a file first, or copy it with --as-is")
+        }
+        let layout: ContainerLayout
+        do {
+            layout = try ContainerLayout.map(path, format: format, fileSize: fileSize)
+        } catch {
+            file.close()
+            throw error
+        }
+        let server: QemuNBD
+        do {
+            server = try QemuNBD.start(container: path, format: format, direct: file.mode == .direct)
+        } catch {
+            file.close()
+            throw error
+        }
+        do {
+            let connection = try NBDConnection.connect(socket: server.socket, name: path)
+            return NBDImage(path: path, kind: file.kind, format: format, connection: connection, server: server,
+                            container: file, layout: layout)
+        } catch {
+            server.stop()
+            file.close()
+            throw error
+        }
+    }
+
+    /// Opens the export an NBD URI names (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`).
+    public static func openURI(_ uri: String) throws -> NBDImage {
+        let connection = try NBDConnection.connect(uri: uri)
+        return NBDImage(path: uri, kind: .nbd, format: "nbd", connection: connection, server: nil, container: nil, layout: nil)
+    }
+
+    /// Whether `path` is an NBD URI rather than a file.
+    public static func isURI(_ path: String) -> Bool {
+        ["nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://"].contains { path.hasPrefix($0) }
+    }
+
+    public var size: UInt64? { connection.size }
+    public var mode: IOMode { container?.mode ?? .server }
+    public var readMode: String {
+        if let container {
+            return container.mode.rawValue + ", the \(format) container read through qemu-nbd" + (layout.map { ", \($0.allocatedBytes) of \(connection.size) bytes allocated" } ?? "")
+        }
+        return "through the NBD server (its own cache; ferry cannot bypass it)"
+    }
+    public var device: UInt64 { container?.device ?? 0 }
+    public var isCharacterDevice: Bool { false }
+    public var stamp: FileStamp? { container?.stamp }
+    public var fetchedBytes: UInt64? { fetched.bytes }
+    /// Whether the server tells data from zeros (without it every byte is fetched).
+    public var knowsAllocation: Bool { connection.knowsAllocation }
+
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws -> Int {
+        guard offset < connection.size else { return 0 }
+        let n = Int(min(UInt64(count), connection.size - offset))
+        do {
+            var pos = offset
+            let end = offset + UInt64(n)
+            while pos < end {
+                let e = try extent(at: pos)
+                // Adjacent data extents are one read.
+                var runEnd = min(e.end, end)
+                if !e.zero {
+                    while runEnd < end, let next = try? extent(at: runEnd), !next.zero { runEnd = min(next.end, end) }
+                }
+                let at = buffer + Int(pos - offset)
+                let length = Int(runEnd - pos)
+                if e.zero {
+                    memset(at, 0, length)
+                } else {
+                    try connection.read(into: at, count: length, at: pos)
+                    fetched.add(length)
+                }
+                pos = runEnd
+            }
+        } catch var error as FerryError {
+            error.message = "reading the guest disk in \(path) at offset \(offset): " + error.message
+            if let note = server?.failureNote() { error.message += " (" + note + ")" }
+            error.hint = error.hint ?? (server != nil
+                ? "nothing was marked complete; check the container (`qemu-img check -f \(format) \(path)`) and run the copy again with --resume once it reads"
+                : "nothing was marked complete; check the NBD server, then run again with --resume")
+            throw error
+        }
+        return n
+    }
+
+    public func readExact(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Result<Int, FerryError> {
+        do {
+            let n = try read(into: buffer, count: count, at: offset)
+            guard n == count else {
+                return .failure(FerryError(.io, "\(path) ends at \(offset + UInt64(n)), before the \(count) bytes asked at offset \(offset)"))
+            }
+            return .success(n)
+        } catch let e as FerryError {
+            return .failure(e)
+        } catch {
+            return .failure(FerryError(.io, "\(path): \(error)"))
+        }
+    }
+
+    /// The extent holding `pos`, from the window of known extents (asking the server for the
+    /// next window when `pos` lies past it).
+    private func extent(at pos: UInt64) throws -> Extent {
+        if let e = Self.find(pos, in: known) { return e }
+        known = try connection.extents(at: pos, count: Self.mapWindow)
+        guard let e = Self.find(pos, in: known) else {
+            throw FerryError(.io, "the server described no extent holding offset \(pos)")
+        }
+        return e
+    }
+
+    static func find(_ pos: UInt64, in extents: [Extent]) -> Extent? {
+        var lo = 0, hi = extents.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if extents[mid].end <= pos { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < extents.count, extents[lo].offset <= pos else { return nil }
+        return extents[lo]
+    }
+
+    /// Reads through qemu-nbd with O_DIRECT come from the medium; where O_DIRECT is refused the
+    /// container's cache is dropped before reads that vouch for bytes (`dropCache`).
+    public func onlyInMemory(at offset: UInt64, count: Int) -> Bool { false }
+
+    public func dropCache() { container?.dropCache() }
+
+    private var closed = false
+
+    /// Closes the connection, stops ferry's qemu-nbd and closes the container.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        connection.close()
+        server?.stop()
+        container?.close()
+    }
+
+    deinit { close() }
+}
+
+/// What `qemu-img map` says a container holds: how many guest bytes are allocated, and that every
+/// allocated extent lies inside the file (a truncated container is refused before it is read).
+public struct ContainerLayout: Sendable, Equatable {
+    public var virtualSize: UInt64
+    public var allocatedBytes: UInt64
+
+    static func qemuImg() -> String {
+        if let forced = ProcessInfo.processInfo.environment["FERRY_QEMU_IMG"], !forced.isEmpty { return forced }
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/bin"] {
+            if access(dir + "/qemu-img", X_OK) == 0 { return dir + "/qemu-img" }
+        }
+        return "qemu-img"
+    }
+
+    public static func map(_ path: String, format: String, fileSize: UInt64) throws -> ContainerLayout {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: qemuImg())
+        process.arguments = ["map", "--output=json", "-f", format, "--", path]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        do { try process.run() } catch {
+            throw FerryError(.notFound, "qemu-img is not installed here, and ferry checks a container with it before reading it",
+                             hint: "install it (Debian and Proxmox: apt-get install qemu-utils), or copy the container file itself with --as-is")
+        }
+        // Read stderr on its own thread so neither pipe can fill and stall qemu-img.
+        final class Sink: @unchecked Sendable { var data = Data() }
+        let errSink = Sink()
+        let errDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { errSink.data = err.fileHandleForReading.readDataToEndOfFile(); errDone.signal() }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        errDone.wait()
+        guard process.terminationStatus == 0 else {
+            let said = String(decoding: errSink.data, as: UTF8.self).split(separator: "\n").map { $0.replacingOccurrences(of: "qemu-img: ", with: "") }.joined(separator: "; ")
+            throw FerryError(.refused, "\(path) does not read as a \(format) container" + (said.isEmpty ? "" : ": " + said),
+                             hint: "check it with `qemu-img check -f \(format) \(path)`; name another format with --source-format, or copy the file itself with --as-is")
+        }
+        struct Entry: Decodable { var start: UInt64; var length: UInt64; var data: Bool; var offset: UInt64? }
+        let entries: [Entry]
+        do { entries = try JSONDecoder().decode([Entry].self, from: data) } catch {
+            throw FerryError(.io, "cannot read what `qemu-img map` says about \(path): \(error)")
+        }
+        var allocated: UInt64 = 0
+        var virtualSize: UInt64 = 0
+        for e in entries {
+            virtualSize = max(virtualSize, e.start + e.length)
+            guard e.data else { continue }
+            allocated += e.length
+            if let at = e.offset, at + e.length > fileSize {
+                throw FerryError(.refused, "\(path) is truncated: the guest's bytes at offset \(e.start) are stored at byte \(at) to \(at + e.length) of the file, which ends at \(fileSize)",
+                                 hint: "the container was cut short (an interrupted copy or a full disk); copy it again from where it came from, or check it with `qemu-img check -f \(format) \(path)`")
+            }
+        }
+        return ContainerLayout(virtualSize: virtualSize, allocatedBytes: allocated)
+    }
+}

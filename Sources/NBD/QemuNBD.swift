@@ -1,0 +1,141 @@
+import Chunks
+import Foundation
+import Glibc
+
+/// A `qemu-nbd` that ferry runs to read the guest disk inside a VDI, qcow2, VMDK, VHD or VHDX
+/// file: read-only, one client, on a unix socket in a private 0700 directory. No root and no
+/// `/dev/nbd*` are needed.
+///
+/// The server runs in its own session (`--fork` detaches it), so a Ctrl-C at the terminal reaches
+/// ferry, which stops the copy cleanly, and not the server under it. It serves one client and
+/// exits when that client leaves, so even a ferry killed outright leaves no server behind.
+public final class QemuNBD {
+    public let container: String
+    public let format: String
+    public let directory: String
+    public var socket: String { directory + "/sock" }
+    public private(set) var pid: pid_t = 0
+
+    /// The qemu-nbd to run: `FERRY_QEMU_NBD` (tests), else the first on PATH or in /usr/bin.
+    static func program() throws -> String {
+        if let forced = ProcessInfo.processInfo.environment["FERRY_QEMU_NBD"], !forced.isEmpty { return forced }
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin"] {
+            let candidate = dir + "/qemu-nbd"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        throw FerryError(.notFound, "qemu-nbd is not installed here, and ferry reads the disk inside a container through it",
+                         hint: "install it (Debian and Proxmox: apt-get install qemu-utils), or copy the container file itself with --as-is")
+    }
+
+    /// Starts a server for `container` read as `format` (a qemu driver name: vdi, qcow2, vmdk,
+    /// vpc, vhdx, qed). `direct` asks it to read with O_DIRECT (from the medium, not the cache).
+    public static func start(container: String, format: String, direct: Bool) throws -> QemuNBD {
+        let program = try program()
+        var template = Array("/tmp/ferry-nbd-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw FerryError(.io, "cannot create a private directory for qemu-nbd's socket in /tmp: \(String(cString: strerror(errno)))",
+                             cause: .errno(errno))
+        }
+        let server = QemuNBD(container: container, format: format, directory: String(cString: made))
+        do {
+            try server.launch(program: program, direct: direct)
+        } catch {
+            server.removeDirectory()
+            throw error
+        }
+        return server
+    }
+
+    private init(container: String, format: String, directory: String) {
+        self.container = container
+        self.format = format
+        self.directory = directory
+    }
+
+    private func launch(program: String, direct: Bool) throws {
+        let absolute = container.hasPrefix("/") ? container : FileManager.default.currentDirectoryPath + "/" + container
+        // --image-opts so that no character of the path is read as a protocol or an option
+        // (commas are doubled, the option syntax's escape).
+        let escaped = absolute.replacingOccurrences(of: ",", with: ",,")
+        let options = "driver=\(format),file.driver=file,file.filename=\(escaped),cache.direct=\(direct ? "on" : "off")"
+        let log = directory + "/log"
+        let arguments = [program, "--fork", "--pid-file=\(directory)/pid", "--socket=\(socket)", "--read-only",
+                         "--shared=1", "--image-opts", options]
+        // posix_spawn and waitpid, not Foundation's Process: the daemon --fork leaves behind
+        // inherits whatever Process watches for the exit, and that wait would never end.
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var cargs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, program, &actions, nil, &cargs, environ)
+        guard rc == 0 else {
+            throw FerryError(.io, "cannot run \(program) to read \(container): \(String(cString: strerror(rc)))",
+                             hint: "check that qemu-nbd (qemu-utils) is installed and runs", cause: .errno(rc))
+        }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED and WEXITSTATUS, which Glibc does not import as functions.
+        let exited = status & 0x7f == 0, code = (status >> 8) & 0xff
+        guard exited, code == 0 else {
+            let said = logText()
+            throw FerryError(.refused, "qemu-nbd cannot read \(container) as \(format)" + (said.isEmpty ? "" : ": " + said),
+                             hint: "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`); name another format with --source-format, or copy the file itself with --as-is")
+        }
+        guard let text = try? String(contentsOfFile: directory + "/pid", encoding: .utf8),
+              let p = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), p > 0 else {
+            throw FerryError(.io, "qemu-nbd started for \(container) but left no process id in \(directory)/pid")
+        }
+        pid = p
+    }
+
+    /// What qemu-nbd printed on stderr, on one line.
+    public func logText() -> String {
+        let text = (try? String(contentsOfFile: directory + "/log", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").map { $0.replacingOccurrences(of: "qemu-nbd: ", with: "") }.joined(separator: "; ")
+    }
+
+    /// Whether the server process still runs.
+    /// (A server that exited but that nobody reaped yet counts as gone, as does a pid taken over
+    /// by another program.)
+    public var isRunning: Bool {
+        guard pid > 0, kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let name = stat[stat.index(after: stat.firstIndex(of: "(") ?? stat.startIndex)..<close]
+        let state = stat[stat.index(close, offsetBy: 2)...].first
+        return state != "Z" && name.hasPrefix("qemu-nbd")
+    }
+
+    /// Why a read through the server failed, when the server is the reason: it died, and what it said.
+    public func failureNote() -> String? {
+        guard pid > 0 else { return nil }
+        let said = logText()
+        if !isRunning { return "qemu-nbd (pid \(pid)) serving \(container) is gone" + (said.isEmpty ? "" : "; it said: " + said) }
+        return said.isEmpty ? nil : "qemu-nbd said: " + said
+    }
+
+    /// Stops the server (after the client closed its connection it exits on its own; this waits
+    /// for that, then insists) and removes its directory.
+    public func stop() {
+        if pid > 0 {
+            var waited = 0
+            while isRunning && waited < 100 { usleep(20_000); waited += 1 }
+            if isRunning { kill(pid, SIGTERM) }
+            waited = 0
+            while isRunning && waited < 100 { usleep(20_000); waited += 1 }
+            if isRunning { kill(pid, SIGKILL) }
+            pid = 0
+        }
+        removeDirectory()
+    }
+
+    private func removeDirectory() {
+        for name in ["sock", "pid", "log"] { unlink(directory + "/" + name) }
+        rmdir(directory)
+    }
+}
