@@ -174,7 +174,7 @@ public struct Footprint: Sendable {
     /// Other processes that have `path` open (a VM holding its disk), as "pid N (name)". A
     /// block device is matched by its device number, a file by its real path. Processes this
     /// user cannot look into are not seen.
-    public static func holders(of path: String) -> [String] {
+    public static func holders(of path: String, excluding: [pid_t] = []) -> [String] {
         guard let real = realPath(path) else { return [] }
         var st = stat()
         guard stat(real, &st) == 0 else { return [] }
@@ -182,7 +182,7 @@ public struct Footprint: Sendable {
         let me = getpid()
         var out: [String] = []
         for name in entries("/proc") {
-            guard let pid = Int32(name), pid != me else { continue }
+            guard let pid = Int32(name), pid != me, !excluding.contains(pid) else { continue }
             // stat of /proc/PID/fd/N is the open file itself, whatever its path in that
             // process's mount namespace: compare device and inode (a block device: its number).
             let dir = "/proc/\(pid)/fd"

@@ -252,7 +252,9 @@ struct VerifyCommand: ParsableCommand {
                 + ": the image as copied, whatever the guest wrote since")
         }
         for w in r.warnings ?? [] { lines.append("warning: " + w) }
-        if r.readMode.hasPrefix("direct,") {
+        if let format = r.format, format != "raw" {
+            // The summary line says how the disk was read (through qemu-nbd, or an NBD server).
+        } else if r.readMode.hasPrefix("direct,") {
             lines.append("note: \(name) is a loop device that reads its file through the page cache; that cache was dropped before every read (\(r.readMode))")
         } else if r.readMode != "direct" {
             lines.append("note: \(name) could not be opened with O_DIRECT; read through the page cache after dropping it (\(r.readMode))")

@@ -56,8 +56,10 @@ public final class NBDImage: ImageMedium {
         }
         do {
             let connection = try NBDConnection.connect(socket: server.socket, name: path)
-            return NBDImage(path: path, kind: file.kind, format: format, connection: connection, server: server,
-                            container: file, layout: layout)
+            let image = NBDImage(path: path, kind: file.kind, format: format, connection: connection, server: server,
+                                 container: file, layout: layout)
+            image.track()
+            return image
         } catch {
             server.stop()
             file.close()
@@ -71,6 +73,22 @@ public final class NBDImage: ImageMedium {
         return NBDImage(path: uri, kind: .nbd, format: "nbd", connection: connection, server: nil, container: nil, layout: nil)
     }
 
+    /// Opens what a verify or resend reads for an image recorded with `recorded` (nil: raw):
+    /// an NBD URI as an export; a file whose header names a container, when the record was read
+    /// through one, as the disk inside it (the header's format, else the recorded one for the
+    /// recorded file itself, since a fixed VHD has no header); anything else as it is.
+    /// `recorded` "header": no record to go by, the file's header decides.
+    public static func open(_ path: String, recorded: String?, isRecordedPath: Bool) throws -> any ImageMedium {
+        if isURI(path) { return try openURI(path) }
+        let file = try ImageFile.openForReading(path, direct: true)
+        guard let recorded, recorded != "nbd", file.size != nil else { return file }
+        let head = AlignedBuffer(capacity: 4096)
+        let n = (try? file.readExact(into: head.pointer, count: Int(min(4096, file.size ?? 0)), at: 0).get()) ?? 0
+        guard let format = DiskImageFormat.detect(head.bytes(n))?.qemuName ?? (isRecordedPath ? recorded : nil) else { return file }
+        file.close()
+        return try openContainer(path, format: format)
+    }
+
     /// Whether `path` is an NBD URI rather than a file.
     public static func isURI(_ path: String) -> Bool {
         ["nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://"].contains { path.hasPrefix($0) }
@@ -80,11 +98,14 @@ public final class NBDImage: ImageMedium {
     public var mode: IOMode { container?.mode ?? .server }
     public var readMode: String {
         if let container {
-            return container.mode.rawValue + ", the \(format) container read through qemu-nbd" + (layout.map { ", \($0.allocatedBytes) of \(connection.size) bytes allocated" } ?? "")
+            return "the \(format) container through qemu-nbd, \(container.mode.rawValue)"
+                + (layout.map { String(format: ", %.1f%% allocated", 100 * Double($0.allocatedBytes) / Double(max(connection.size, 1))) } ?? "")
         }
         return "through the NBD server (its own cache; ferry cannot bypass it)"
     }
     public var device: UInt64 { container?.device ?? 0 }
+    /// The qemu-nbd ferry runs for a container (it holds the container open).
+    public var serverPid: pid_t? { server.map { $0.pid } }
     public var isCharacterDevice: Bool { false }
     public var stamp: FileStamp? { container?.stamp }
     public var fetchedBytes: UInt64? { fetched.bytes }
@@ -172,12 +193,32 @@ public final class NBDImage: ImageMedium {
     public func close() {
         guard !closed else { return }
         closed = true
+        Self.lock.withLock { Self.open[ObjectIdentifier(self)] = nil }
         connection.close()
         server?.stop()
         container?.close()
     }
 
     deinit { close() }
+
+    // MARK: Closing at exit
+
+    /// Images with a server of ferry's own still running. A command that ends by calling exit()
+    /// runs no deinit: an exit handler closes these, so no qemu-nbd or socket is left behind.
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var open: [ObjectIdentifier: Unmanaged<NBDImage>] = [:]
+    private static let exitHook: Void = { atexit { NBDImage.closeAll() } }()
+
+    private func track() {
+        guard server != nil else { return }
+        _ = Self.exitHook
+        Self.lock.withLock { Self.open[ObjectIdentifier(self)] = Unmanaged.passUnretained(self) }
+    }
+
+    static func closeAll() {
+        let images = lock.withLock { Array(open.values) }
+        for image in images { image.takeUnretainedValue().close() }
+    }
 }
 
 /// What `qemu-img map` says a container holds: how many guest bytes are allocated, and that every

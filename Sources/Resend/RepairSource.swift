@@ -2,6 +2,7 @@ import Chunks
 import Glibc
 import Copy
 import Ledger
+import NBD
 import Wire
 
 /// The source side of a resend: answers the destination's sub-block hashes with just the
@@ -10,7 +11,7 @@ import Wire
 /// is refused (it would not be a repair any more) unless `force`.
 public final class RepairSource {
     let connection: Connection
-    let source: ImageFile
+    let source: any ImageMedium
     let plan: ResendPlan
     let force: Bool
     let sourceLedgerDigests: [Int: Digest]
@@ -20,7 +21,9 @@ public final class RepairSource {
     /// chunk is recorded there too once the destination confirms it.
     let ledger: Ledger?
     let sourceRecord: ImageRecord?
-    private lazy var rescue = Rescue(file: source, size: plan.size)
+    /// Rescue reads narrow a failing read to the sectors of a file or device; a container or an
+    /// NBD export is read through its server, which only fails or succeeds.
+    private lazy var rescue: Rescue? = (source as? ImageFile).map { Rescue(file: $0, size: plan.size) }
     /// A chunk with its recorded unreadable ranges zeroed, for comparing with its recorded hash.
     private lazy var masked = AlignedBuffer(capacity: plan.chunkSize)
     /// Chunks sent with unreadable ranges filled: their new hash and what still does not read.
@@ -35,7 +38,10 @@ public final class RepairSource {
         self.connection = connection
         self.plan = plan
         self.force = force
-        source = try ImageFile.openForReading(path, direct: true)
+        let record = try ledger?.images(transfer: plan.transferId).last(where: { $0.role == .source })
+        // Read the way the copy read: through the container format it recorded (or, without a
+        // record here, the one the file's header names).
+        source = try NBDImage.open(path, recorded: record.map { $0.container?.format } ?? "header", isRecordedPath: record != nil)
         guard source.kind != .stream else {
             throw FerryError(.usage, "resend needs a source it can read at an offset; \(path) is a stream")
         }
@@ -44,7 +50,6 @@ public final class RepairSource {
                              hint: "name the source the image was copied from")
         }
         var digests: [Int: Digest] = [:]
-        let record = try ledger?.images(transfer: plan.transferId).last(where: { $0.role == .source })
         if let ledger, let record {
             for c in plan.chunks {
                 if let row = try ledger.chunk(image: record.id, index: c.index) { digests[c.index] = row.digest }
@@ -122,6 +127,16 @@ public final class RepairSource {
             var bad: [ByteRange] = []
             if reason == nil {
                 for gap in gaps {
+                    guard let rescue else {
+                        // Through a server: the range reads whole or not at all.
+                        switch source.readExact(into: buffer.pointer + Int(gap.offset - offset), count: Int(gap.length), at: gap.offset) {
+                        case .success: bytesRead += gap.length
+                        case .failure:
+                            memset(buffer.pointer + Int(gap.offset - offset), 0, Int(gap.length))
+                            bad.append(gap)
+                        }
+                        continue
+                    }
                     let before = rescue.bytesRead
                     bad += try rescue.read(into: buffer.pointer + Int(gap.offset - offset), count: Int(gap.length), at: gap.offset,
                                            retries: plan.retries ?? 0, confined: true)

@@ -2,6 +2,7 @@ import Chunks
 import Foundation
 import Glibc
 import Ledger
+import NBD
 
 /// Re-reads an image from the medium, compares every chunk with the ledger, and reports every
 /// mismatch as coalesced byte ranges. A checker never stops at the first problem, and never says
@@ -29,10 +30,12 @@ public enum Verifier {
         let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
         // The snapshot stands for the recorded image only: another target checked against this
         // record (`--image ID` naming a copy elsewhere) is read as it is.
-        let isRecorded = DeviceIdentity.of(target).canBe(record.names)
+        let isRecorded = (NBDImage.isURI(target) ? DeviceIdentity.named(target) : DeviceIdentity.of(target)).canBe(record.names)
         let view = try ImageView.open(target: target, record: record, live: live || !isRecorded)
         defer { view.close() }
-        let file = try ImageFile.openForReading(view.readFrom.path, direct: true)
+        // A source read through its container (or an NBD server) at copy time is read the same way.
+        let file = try NBDImage.open(view.readFrom.path, recorded: record.container?.format,
+                                     isRecordedPath: isRecorded && view.readFrom.kind == .live)
         defer { file.close() }   // before the view is closed: a clone in use cannot be destroyed
         guard file.kind != .stream else {
             throw FerryError(.usage, "\(target) is a stream; verify needs a file or block device")
@@ -44,7 +47,7 @@ public enum Verifier {
         if view.readFrom.kind == .live {
             // The snapshot's guid stands for the medium; the live image's medium must be the recorded one.
             try checkMedium(of: file, against: record)
-            let holders = Footprint.holders(of: target)
+            let holders = Footprint.holders(of: target, excluding: (file as? NBDImage)?.serverPid.map { [$0] } ?? [])
             if !holders.isEmpty {
                 warnings.append("\(target) is open in \(holders.joined(separator: ", ")): differences from the ledger may be its writes (a running VM's), not damage"
                                 + (record.snapshot?.held == true ? "; without --live the snapshot the copy took would be read" : "; a copy to ZFS keeps a snapshot that verify reads instead"))
@@ -107,8 +110,9 @@ public enum Verifier {
                 let want = geometry.length(of: slot.index)
                 let avail = Int(min(UInt64(want), readable - slot.offset))
                 do {
+                    let before = file.fetchedBytes
                     let n = try file.read(into: slot.buffer.pointer, count: avail, at: slot.offset)
-                    bytesRead += UInt64(n)
+                    bytesRead += file.fetchedBytes.map { $0 - before! } ?? UInt64(n)
                     try pace?.wait(after: UInt64(n))
                     if file.onlyInMemory(at: slot.offset, count: avail) { cached.insert(slot.index) }
                     if n < avail {
@@ -154,8 +158,9 @@ public enum Verifier {
                 for _ in 0..<Self.rereads {
                     file.dropCache()
                     do {
+                        let before = file.fetchedBytes
                         let n = try file.read(into: buffer.pointer, count: want, at: geometry.offset(of: i))
-                        bytesRead += UInt64(n)
+                        bytesRead += file.fetchedBytes.map { $0 - before! } ?? UInt64(n)
                         if file.onlyInMemory(at: geometry.offset(of: i), count: want) { cached.insert(i) }
                         if n == want && Digest.sha256(buffer.pointer, n) == rows[i].digest { matched += 1 }
                     } catch let e as FerryError where e.code == .io {
@@ -198,7 +203,7 @@ public enum Verifier {
                                                detail: Ledger.json(Detail(readFrom: view.readFrom, snapshotGuid: view.guid,
                                                                           resumedAt: start > 0 ? start : nil))),
                                  findings: findings)
-            return VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
+            var report = VerifyReport(target: target, host: nil, ledger: ledger.path, imageId: record.id, runId: run, status: status,
                                 expectedSize: expectedSize, actualSize: actualSize, chunkSize: record.chunkSize,
                                 chunks: count, badChunks: corrupt.count, badRanges: ranges, transientChunks: transient,
                                 cachedChunks: cached.isEmpty ? nil : cached.sorted(),
@@ -207,6 +212,8 @@ public enum Verifier {
                                 unreadableAtCopy: unreadableAtCopy.isEmpty ? nil : unreadableAtCopy, digestRecorded: digestRecorded,
                                 readFrom: view.readFrom, warnings: warnings.isEmpty ? nil : warnings,
                                 resumedAt: start > 0 ? start : nil)
+            report.format = file.format
+            return report
         }
     }
 
@@ -219,7 +226,7 @@ public enum Verifier {
 
     /// Refuses a block device whose medium is not the one the copy wrote: loop devices re-attached
     /// to other files, or disks renumbered, keep their /dev names but not their contents.
-    public static func checkMedium(of file: ImageFile, against record: ImageRecord) throws {
+    public static func checkMedium(of file: any ImageMedium, against record: ImageRecord) throws {
         guard file.kind == .blockDevice, let recorded = record.medium else { return }
         let now = Footprint.medium(rdev: file.device)
         guard now?.id != recorded.id else { return }
@@ -238,7 +245,7 @@ public enum Verifier {
             }
             return r
         }
-        let identity = DeviceIdentity.of(target)
+        let identity = NBDImage.isURI(target) ? DeviceIdentity.named(target) : DeviceIdentity.of(target)
         guard let r = try ledger.images(named: identity.names).first(where: { $0.complete && identity.canBe($0.names) }) else {
             throw FerryError(.notFound, "no completed copy of \(target) is recorded in ledger \(ledger.path)",
                              hint: "`ferry ledger list` shows what is recorded; pass --image ID or --ledger PATH")

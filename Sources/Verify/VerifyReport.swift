@@ -91,6 +91,9 @@ public struct VerifyReport: Codable, Sendable {
     public var sizeChanged: Bool
     public var bytesRead: UInt64
     public var readMode: String
+    /// How the image was read: `raw`, a container format read through qemu-nbd (vdi, qcow2, ...),
+    /// or `nbd` (an export). Nil from an older ferry.
+    public var format: String?
     public var seconds: Double
     /// What the record verified against says of itself, so a verify run on another host can be
     /// checked against this host's record of the same copy (nil from an older ferry).

@@ -1,5 +1,6 @@
 import Chunks
 import Copy
+import NBD
 import Glibc
 import Peer
 import Verify
