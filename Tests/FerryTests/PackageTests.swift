@@ -101,7 +101,7 @@ final class PackageTests: FerryTestCase {
         let fields = try runProcess(["dpkg-deb", "--field", deb, "Package", "Depends"], in: scratch)
         XCTAssertEqual(fields.status, 0, fields.summary)
         let depends = fields.out.split(separator: "\n").first { $0.hasPrefix("Depends:") }.map(String.init) ?? ""
-        for needed in ["libc6", "libssl3", "libzstd1", "libsqlite3-0", "openssh-client"] {
+        for needed in ["libc6", "libssl3", "libzstd1", "libsqlite3-0", "libnbd0", "openssh-client"] {
             XCTAssertTrue(depends.contains(needed), "Depends lacks \(needed): \(depends)")
         }
         XCTAssertFalse(depends.lowercased().contains("swift"), depends)

@@ -15,6 +15,10 @@ struct CopyEndJSON: Decodable {
     var imageId: Int64?
     var ledger: String?
     var io: String?
+    /// raw, a container format (vdi, qcow2, vmdk, vpc, vhdx, qed) or nbd.
+    var format: String?
+    /// The source end: bytes read from the medium or NBD server.
+    var bytesRead: UInt64?
 }
 
 struct RemoteEndJSON: Decodable {
@@ -70,6 +74,7 @@ struct VerifyJSON: Decodable {
     var actualSize: UInt64?
     var bytesRead: UInt64
     var readMode: String
+    var format: String?
     var seconds: Double
 }
 
