@@ -76,7 +76,7 @@ struct CopyCommand: ParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("Source: file, block device, - for stdin, or [user@]host:path.", valueName: "src"))
+    @Argument(help: ArgumentHelp("Source: file, block device, VM disk container (VDI, qcow2, VMDK, VHD, VHDX), NBD URI, - for stdin, or [user@]host:path.", valueName: "src"))
     var source: String
 
     @Argument(help: ArgumentHelp("Destination: file, block device, - for stdout, or [user@]host:path.", valueName: "dst"))

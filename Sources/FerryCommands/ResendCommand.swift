@@ -33,7 +33,9 @@ struct ResendCommand: ParsableCommand {
             any remain the exit status is 1. When the last is filled, the chunk hashes are final \
             and the next `ferry verify` computes the whole-image SHA-256.
 
-            Either SRC or DST may be [user@]host:path (the same transport as `ferry copy`).
+            Either SRC or DST may be [user@]host:path (the same transport as `ferry copy`). A \
+            SRC that is a VDI, qcow2, VMDK, VHD or VHDX file copied as the disk inside it is read \
+            the same way again (a private read-only qemu-nbd), as is an NBD URI.
 
             AUDIT, THEN REPAIR:
               ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0     # exit 1: 3 bad ranges
@@ -41,12 +43,13 @@ struct ResendCommand: ParsableCommand {
               ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0     # exit 0
             or in one step:
               ferry resend --verify /dev/nbd0 root@pve:/dev/zvol/rpool/data/vm-100-disk-0
-            Local works too:
+            Local works too, and from the VDI the copy read:
               ferry resend src.raw dst.raw
+              ferry resend /mnt/veracrypt1/vm-100.vdi /dev/zvol/rpool/data/vm-100-disk-0
             """
     )
 
-    @Argument(help: ArgumentHelp("The source the image was copied from: file, block device or [user@]host:path.", valueName: "src"))
+    @Argument(help: ArgumentHelp("The source the image was copied from: file, block device, VM disk container, NBD URI or [user@]host:path.", valueName: "src"))
     var source: String
 
     @Argument(help: ArgumentHelp("The damaged destination: file, block device or [user@]host:path.", valueName: "dst"))

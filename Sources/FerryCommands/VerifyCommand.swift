@@ -56,6 +56,12 @@ struct VerifyCommand: ParsableCommand {
             ever computed over its real bytes): the next verify whose every chunk matches \
             computes it and records it in the ledger, and says so.
 
+            A SOURCE CONTAINER: `ferry verify vm-100.vdi` checks a VDI, qcow2, VMDK, VHD or VHDX \
+            file that was copied as the disk inside it against its source record, reading it the \
+            same way (a private read-only qemu-nbd with O_DIRECT, zero extents not read): the \
+            last audit before the old disks are wiped. An NBD export copied by its URI is \
+            verified under the same URI. --json gives `format`.
+
             Exit status (--all: 1 when any image is not intact, else the first error's status): 0 when every chunk matched, 1 when corruption, an unstable chunk, a size change or ranges unreadable at copy time were found, \
             5 when chunks could only be read from memory, \
             other values for errors (see ferry(1)).
@@ -63,6 +69,7 @@ struct VerifyCommand: ParsableCommand {
             EXAMPLES:
               ferry verify /dev/zvol/rpool/data/vm-100-disk-0
               ferry verify --json backup.raw
+              ferry verify /mnt/veracrypt1/vm-100.vdi
               ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0
               ferry verify --live /dev/zvol/rpool/data/vm-100-disk-0
               ferry verify --all --max-rate 200M --metrics-file /var/lib/prometheus/node-exporter/ferry.prom

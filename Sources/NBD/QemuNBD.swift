@@ -31,6 +31,7 @@ public final class QemuNBD {
     /// vpc, vhdx, qed). `direct` asks it to read with O_DIRECT (from the medium, not the cache).
     public static func start(container: String, format: String, direct: Bool) throws -> QemuNBD {
         let program = try program()
+        sweepStale()
         var template = Array("/tmp/ferry-nbd-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw FerryError(.io, "cannot create a private directory for qemu-nbd's socket in /tmp: \(String(cString: strerror(errno)))",
@@ -132,6 +133,28 @@ public final class QemuNBD {
             pid = 0
         }
         removeDirectory()
+    }
+
+    /// Removes the directories of servers that are gone, left by a ferry that was killed
+    /// outright (its server exits on its own when the connection drops; the directory stays).
+    /// A directory still being set up (no pid file yet, younger than a minute) is left alone.
+    static func sweepStale() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/tmp") else { return }
+        for name in names where name.hasPrefix("ferry-nbd-") {
+            let dir = "/tmp/" + name
+            var st = stat()
+            guard lstat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, st.st_uid == getuid() else { continue }
+            let stale: Bool
+            if let text = try? String(contentsOfFile: dir + "/pid", encoding: .utf8),
+               let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                let server = QemuNBD(container: "", format: "", directory: dir)
+                server.pid = pid
+                stale = !server.isRunning
+            } else {
+                stale = time(nil) - st.st_mtim.tv_sec > 60
+            }
+            if stale { QemuNBD(container: "", format: "", directory: dir).removeDirectory() }
+        }
     }
 
     private func removeDirectory() {
