@@ -14,6 +14,7 @@ public struct DeviceIdentity: Sendable, Equatable {
 
     public static func of(_ path: String) -> DeviceIdentity {
         guard path != "-" else { return DeviceIdentity(given: "-", canonical: "-", names: []) }
+        if isURI(path) { return named(path) }
         let absolute = makeAbsolute(path)
         let canonical = realPath(absolute) ?? absolute
         var names = [absolute]
@@ -27,6 +28,12 @@ public struct DeviceIdentity: Sendable, Equatable {
             }
         }
         return DeviceIdentity(given: path, canonical: canonical, names: names)
+    }
+
+    /// Whether `name` is a URI (`nbd://...`, `nbd+unix:///...`), not a path.
+    public static func isURI(_ name: String) -> Bool {
+        guard let scheme = name.range(of: "://"), scheme.lowerBound > name.startIndex else { return false }
+        return name[..<scheme.lowerBound].allSatisfy { $0.isLetter || $0 == "+" }
     }
 
     /// A name that is not a path (an NBD URI): itself, nothing more.

@@ -92,6 +92,12 @@ struct LedgerCommand: ParsableCommand {
                     "  transfer    \(image.transferId)",
                     "  created     \(image.createdAt)" + (image.completedAt.map { ", completed \($0)" } ?? ""),
                 ]
+                if let c = image.container {
+                    lines.append(c.format == "nbd" ? "  format      an NBD export, read through its server"
+                                 : "  format      the disk inside a \(c.format) container"
+                                   + (c.fileSize.map { " (the file: \(Output.bytes($0))" } ?? " (")
+                                   + (c.allocatedBytes.map { ", \(Output.bytes($0)) allocated)" } ?? ")"))
+                }
                 if !image.complete { lines.append("  checkpoint  \(image.checkpointChunks) chunks durable") }
                 if let snap = image.snapshot {
                     if let name = snap.name {

@@ -1,3 +1,5 @@
+import Chunks
+
 /// Disk-image *containers* that users copy by mistake instead of the raw disk inside them.
 public enum DiskImageFormat: String, Sendable {
     case vdi = "VirtualBox VDI"
@@ -25,6 +27,20 @@ public enum DiskImageFormat: String, Sendable {
         if starts("vhdxfile") { return .vhdx }
         if starts("conectix") { return .vhd }
         return nil
+    }
+
+    /// The container `file` starts with, from its first 4 KiB (a read error is thrown: a header
+    /// that cannot be read says nothing about the format).
+    public static func detect(in file: ImageFile) throws -> DiskImageFormat? {
+        guard let size = file.size, size > 0 else { return nil }
+        let head = AlignedBuffer(capacity: 4096)
+        let n = try file.readExact(into: head.pointer, count: Int(min(4096, size)), at: 0).get()
+        return detect(head.bytes(n))
+    }
+
+    /// Whether `name` is a format ferry reads containers in (qemu's driver names).
+    public static func isContainerFormat(_ name: String) -> Bool {
+        sourceFormatNames.contains(name) && name != "raw"
     }
 
     /// qemu's name for the format (`qemu-nbd --format`, `qemu-img -f`).

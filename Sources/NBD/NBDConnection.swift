@@ -108,8 +108,19 @@ public final class NBDConnection {
             }
             return 0
         }, user_data: user, free: nil)
-        let rc = withExtendedLifetime(box) { nbd_block_status(handle, count, offset, callback, 0) }
-        guard rc == 0 else { throw Self.lastError(name, "asking which extents hold data at offset \(offset)") }
+        // Asynchronous, so that a signal interrupting the wait neither fails the request nor
+        // leaves it in flight with `box` gone.
+        let none = nbd_completion_callback(callback: nil, user_data: nil, free: nil)
+        try withExtendedLifetime(box) {
+            let cookie = nbd_aio_block_status(handle, count, offset, callback, none, 0)
+            guard cookie >= 0 else { throw Self.lastError(name, "asking which extents hold data at offset \(offset)") }
+            while true {
+                let done = nbd_aio_command_completed(handle, UInt64(cookie))
+                if done == 1 { break }
+                if done < 0 { throw Self.lastError(name, "asking which extents hold data at offset \(offset)") }
+                try poll("waiting for the extents at offset \(offset)")
+            }
+        }
         // Keep only what lies inside the request, in order and without gaps.
         var out: [Extent] = []
         var pos = offset
@@ -124,6 +135,14 @@ public final class NBDConnection {
                              hint: "the NBD server's block status reply is broken; read it as a plain export (nothing can be skipped then)")
         }
         return out
+    }
+
+    /// Waits for the server. A signal (Ctrl-C) interrupts the wait, not the request: the wait
+    /// goes on, and the copy stops cleanly at the next chunk.
+    private func poll(_ doing: String) throws {
+        while nbd_poll(handle, -1) < 0 {
+            guard nbd_get_errno() == EINTR else { throw Self.lastError(name, doing) }
+        }
     }
 
     // MARK: Reading
@@ -159,12 +178,15 @@ public final class NBDConnection {
                     if issued < count { break } else { continue }
                 }
                 if done < 0 { failure = Self.lastError(name, "reading at offset \(first.offset)"); break }
-                if nbd_poll(handle, -1) < 0 { failure = Self.lastError(name, "waiting for a read at offset \(first.offset)"); break }
+                do { try poll("waiting for a read at offset \(first.offset)") } catch { failure = error as? FerryError; break }
             }
         }
         if let failure {
             // Let the requests still out finish before their buffer is reused.
-            while nbd_aio_in_flight(handle) > 0 && nbd_poll(handle, 1000) >= 0 {}
+            // (A dead connection retires them all; a signal only interrupts the wait.)
+            while nbd_aio_in_flight(handle) > 0 {
+                if nbd_poll(handle, 1000) < 0 && nbd_get_errno() != EINTR { break }
+            }
             throw failure
         }
     }

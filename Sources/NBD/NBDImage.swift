@@ -41,15 +41,11 @@ public final class NBDImage: ImageMedium {
                              hint: "save the stream to a file first, or copy it with --as-is")
         }
         let layout: ContainerLayout
-        do {
-            layout = try ContainerLayout.map(path, format: format, fileSize: fileSize)
-        } catch {
-            file.close()
-            throw error
-        }
         let server: QemuNBD
         do {
-            server = try QemuNBD.start(container: path, format: format, direct: file.mode == .direct)
+            let options = try QemuNBD.imageOptions(path, format: format, blockDevice: file.kind == .blockDevice, direct: false)
+            layout = try ContainerLayout.inspect(path, format: format, options: options, fileSize: fileSize)
+            server = try QemuNBD.start(container: path, format: format, blockDevice: file.kind == .blockDevice, direct: file.mode == .direct)
         } catch {
             file.close()
             throw error
@@ -82,9 +78,7 @@ public final class NBDImage: ImageMedium {
         if isURI(path) { return try openURI(path) }
         let file = try ImageFile.openForReading(path, direct: true)
         guard let recorded, recorded != "nbd", file.size != nil else { return file }
-        let head = AlignedBuffer(capacity: 4096)
-        let n = (try? file.readExact(into: head.pointer, count: Int(min(4096, file.size ?? 0)), at: 0).get()) ?? 0
-        guard let format = DiskImageFormat.detect(head.bytes(n))?.qemuName ?? (isRecordedPath ? recorded : nil) else { return file }
+        guard let format = try DiskImageFormat.detect(in: file)?.qemuName ?? (isRecordedPath && recorded != "header" ? recorded : nil) else { return file }
         file.close()
         return try openContainer(path, format: format)
     }
@@ -181,19 +175,32 @@ public final class NBDImage: ImageMedium {
         return extents[lo]
     }
 
-    /// Reads through qemu-nbd with O_DIRECT come from the medium; where O_DIRECT is refused the
-    /// container's cache is dropped before reads that vouch for bytes (`dropCache`).
-    public func onlyInMemory(at offset: UInt64, count: Int) -> Bool { false }
+    /// Reads through qemu-nbd with O_DIRECT come from the medium. Where O_DIRECT is refused the
+    /// container's cache is dropped before reads that vouch for bytes (`dropCache`); if any page
+    /// of the container survives that drop (another process keeps it mapped), which guest bytes
+    /// it holds cannot be told, so every read counts as possibly from memory.
+    public func onlyInMemory(at offset: UInt64, count: Int) -> Bool { residentAfterDrop }
 
-    public func dropCache() { container?.dropCache() }
+    private var residentAfterDrop = false
+
+    public func dropCache() {
+        guard let container else { return }
+        container.dropCache()
+        if container.mode != .direct, let size = container.size, size > 0 {
+            residentAfterDrop = container.onlyInMemory(at: 0, count: Int(clamping: size))
+        }
+    }
 
     private var closed = false
 
     /// Closes the connection, stops ferry's qemu-nbd and closes the container.
     public func close() {
-        guard !closed else { return }
-        closed = true
-        Self.lock.withLock { Self.open[ObjectIdentifier(self)] = nil }
+        let first = Self.lock.withLock { () -> Bool in
+            defer { closed = true }
+            Self.open[ObjectIdentifier(self)] = nil
+            return !closed
+        }
+        guard first else { return }
         connection.close()
         server?.stop()
         container?.close()
@@ -215,9 +222,16 @@ public final class NBDImage: ImageMedium {
         Self.lock.withLock { Self.open[ObjectIdentifier(self)] = Unmanaged.passUnretained(self) }
     }
 
+    /// At exit: stop the servers and remove their directories, leaving the handles alone (another
+    /// thread may be inside libnbd with one; the process is ending anyway).
     static func closeAll() {
-        let images = lock.withLock { Array(open.values) }
-        for image in images { image.takeUnretainedValue().close() }
+        let servers = lock.withLock { () -> [QemuNBD] in
+            let images = open.values.map { $0.takeUnretainedValue() }
+            open.removeAll()
+            for image in images { image.closed = true }
+            return images.compactMap(\.server)
+        }
+        for server in servers { server.stop(waitForItFirst: false) }
     }
 }
 
@@ -235,10 +249,11 @@ public struct ContainerLayout: Sendable, Equatable {
         return "qemu-img"
     }
 
-    public static func map(_ path: String, format: String, fileSize: UInt64) throws -> ContainerLayout {
+    /// Runs `qemu-img ARGS`; its stdout, or a refusal quoting what it said.
+    static func qemuImg(_ args: [String], path: String, format: String) throws -> Data {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: qemuImg())
-        process.arguments = ["map", "--output=json", "-f", format, "--", path]
+        process.arguments = args
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -259,6 +274,32 @@ public struct ContainerLayout: Sendable, Equatable {
             throw FerryError(.refused, "\(path) does not read as a \(format) container" + (said.isEmpty ? "" : ": " + said),
                              hint: "check it with `qemu-img check -f \(format) \(path)`; name another format with --source-format, or copy the file itself with --as-is")
         }
+        return data
+    }
+
+    /// Checks the container (`qemu-img info`, which opens no backing file) and reads its layout
+    /// (`qemu-img map`). A container whose guest disk lives partly in other files (a backing
+    /// file, an external data file, VMDK extents beside a descriptor) is refused: ferry could not
+    /// tell that those files are whole, nor whose they are.
+    public static func inspect(_ path: String, format: String, options: String, fileSize: UInt64) throws -> ContainerLayout {
+        let info = try qemuImg(["info", "--output=json", "--image-opts", options], path: path, format: format)
+        struct Extent: Decodable { var filename: String? }
+        struct SpecificData: Decodable { var extents: [Extent]?; var dataFile: String?
+            enum CodingKeys: String, CodingKey { case extents; case dataFile = "data-file" } }
+        struct Specific: Decodable { var data: SpecificData? }
+        struct Info: Decodable { var backingFilename: String?; var formatSpecific: Specific?
+            enum CodingKeys: String, CodingKey { case backingFilename = "backing-filename"; case formatSpecific = "format-specific" } }
+        let described: Info
+        do { described = try JSONDecoder().decode(Info.self, from: info) } catch {
+            throw FerryError(.io, "cannot read what `qemu-img info` says about \(path): \(error)")
+        }
+        let others = [described.backingFilename, described.formatSpecific?.data?.dataFile].compactMap { $0 }
+            + (described.formatSpecific?.data?.extents ?? []).compactMap(\.filename).filter { !sameFile($0, path) }
+        if !others.isEmpty {
+            throw FerryError(.refused, "\(path) keeps part of its guest disk in other files (\(others.joined(separator: ", "))), which ferry does not read through a container",
+                             hint: "flatten it into one file first (`qemu-img convert -O \(format) \(path) whole.\(format)`), or serve it yourself with qemu-nbd and copy nbd+unix:///?socket=PATH")
+        }
+        let data = try qemuImg(["map", "--output=json", "--image-opts", options], path: path, format: format)
         struct Entry: Decodable { var start: UInt64; var length: UInt64; var data: Bool; var offset: UInt64? }
         let entries: [Entry]
         do { entries = try JSONDecoder().decode([Entry].self, from: data) } catch {
@@ -270,11 +311,18 @@ public struct ContainerLayout: Sendable, Equatable {
             virtualSize = max(virtualSize, e.start + e.length)
             guard e.data else { continue }
             allocated += e.length
+            // Offsets of data extents are in this file (no backing file or other extent file is
+            // read, see above).
             if let at = e.offset, at + e.length > fileSize {
                 throw FerryError(.refused, "\(path) is truncated: the guest's bytes at offset \(e.start) are stored at byte \(at) to \(at + e.length) of the file, which ends at \(fileSize)",
                                  hint: "the container was cut short (an interrupted copy or a full disk); copy it again from where it came from, or check it with `qemu-img check -f \(format) \(path)`")
             }
         }
         return ContainerLayout(virtualSize: virtualSize, allocatedBytes: allocated)
+    }
+
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 }

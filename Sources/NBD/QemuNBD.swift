@@ -29,8 +29,9 @@ public final class QemuNBD {
 
     /// Starts a server for `container` read as `format` (a qemu driver name: vdi, qcow2, vmdk,
     /// vpc, vhdx, qed). `direct` asks it to read with O_DIRECT (from the medium, not the cache).
-    public static func start(container: String, format: String, direct: Bool) throws -> QemuNBD {
+    public static func start(container: String, format: String, blockDevice: Bool, direct: Bool) throws -> QemuNBD {
         let program = try program()
+        let options = try imageOptions(container, format: format, blockDevice: blockDevice, direct: direct)
         sweepStale()
         var template = Array("/tmp/ferry-nbd-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
@@ -39,7 +40,7 @@ public final class QemuNBD {
         }
         let server = QemuNBD(container: container, format: format, directory: String(cString: made))
         do {
-            try server.launch(program: program, direct: direct)
+            try server.launch(program: program, options: options)
         } catch {
             server.removeDirectory()
             throw error
@@ -53,12 +54,20 @@ public final class QemuNBD {
         self.directory = directory
     }
 
-    private func launch(program: String, direct: Bool) throws {
+    /// qemu's `--image-opts` for the container: its format, the file (or device) by absolute
+    /// path, so that no character of the name is read as a protocol (`nbd:`, `json:`) or an
+    /// option (commas are doubled, the syntax's escape); O_DIRECT or not.
+    static func imageOptions(_ container: String, format: String, blockDevice: Bool, direct: Bool) throws -> String {
+        guard DiskImageFormat.isContainerFormat(format) else {
+            throw FerryError(.usage, "\(format) is not a container format ferry reads",
+                             hint: "name one of " + DiskImageFormat.sourceFormatNames.filter { $0 != "raw" }.joined(separator: ", "))
+        }
         let absolute = container.hasPrefix("/") ? container : FileManager.default.currentDirectoryPath + "/" + container
-        // --image-opts so that no character of the path is read as a protocol or an option
-        // (commas are doubled, the option syntax's escape).
         let escaped = absolute.replacingOccurrences(of: ",", with: ",,")
-        let options = "driver=\(format),file.driver=file,file.filename=\(escaped),cache.direct=\(direct ? "on" : "off")"
+        return "driver=\(format),file.driver=\(blockDevice ? "host_device" : "file"),file.filename=\(escaped),cache.direct=\(direct ? "on" : "off")"
+    }
+
+    private func launch(program: String, options: String) throws {
         let log = directory + "/log"
         let arguments = [program, "--fork", "--pid-file=\(directory)/pid", "--socket=\(socket)", "--read-only",
                          "--shared=1", "--image-opts", options]
@@ -73,7 +82,12 @@ public final class QemuNBD {
         var cargs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, program, &actions, nil, &cargs, environ)
+        // In a session of its own from the start: a Ctrl-C while it starts reaches ferry only.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80)   // POSIX_SPAWN_SETSID (glibc)
+        let rc = posix_spawn(&child, program, &actions, &attributes, &cargs, environ)
         guard rc == 0 else {
             throw FerryError(.io, "cannot run \(program) to read \(container): \(String(cString: strerror(rc)))",
                              hint: "check that qemu-nbd (qemu-utils) is installed and runs", cause: .errno(rc))
@@ -83,6 +97,7 @@ public final class QemuNBD {
         // WIFEXITED and WEXITSTATUS, which Glibc does not import as functions.
         let exited = status & 0x7f == 0, code = (status >> 8) & 0xff
         guard exited, code == 0 else {
+            if let signal = Interrupts.received { throw Interrupts.error(signal, during: "starting qemu-nbd for \(container)") }
             let said = logText()
             throw FerryError(.refused, "qemu-nbd cannot read \(container) as \(format)" + (said.isEmpty ? "" : ": " + said),
                              hint: "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`); name another format with --source-format, or copy the file itself with --as-is")
@@ -122,10 +137,10 @@ public final class QemuNBD {
 
     /// Stops the server (after the client closed its connection it exits on its own; this waits
     /// for that, then insists) and removes its directory.
-    public func stop() {
+    public func stop(waitForItFirst: Bool = true) {
         if pid > 0 {
             var waited = 0
-            while isRunning && waited < 100 { usleep(20_000); waited += 1 }
+            while waitForItFirst && isRunning && waited < 100 { usleep(20_000); waited += 1 }
             if isRunning { kill(pid, SIGTERM) }
             waited = 0
             while isRunning && waited < 100 { usleep(20_000); waited += 1 }

@@ -30,7 +30,7 @@ public enum Verifier {
         let geometry = ChunkGeometry(size: expectedSize, chunkSize: record.chunkSize)
         // The snapshot stands for the recorded image only: another target checked against this
         // record (`--image ID` naming a copy elsewhere) is read as it is.
-        let isRecorded = (NBDImage.isURI(target) ? DeviceIdentity.named(target) : DeviceIdentity.of(target)).canBe(record.names)
+        let isRecorded = DeviceIdentity.of(target).canBe(record.names)
         let view = try ImageView.open(target: target, record: record, live: live || !isRecorded)
         defer { view.close() }
         // A source read through its container (or an NBD server) at copy time is read the same way.
@@ -245,7 +245,7 @@ public enum Verifier {
             }
             return r
         }
-        let identity = NBDImage.isURI(target) ? DeviceIdentity.named(target) : DeviceIdentity.of(target)
+        let identity = DeviceIdentity.of(target)
         guard let r = try ledger.images(named: identity.names).first(where: { $0.complete && identity.canBe($0.names) }) else {
             throw FerryError(.notFound, "no completed copy of \(target) is recorded in ledger \(ledger.path)",
                              hint: "`ferry ledger list` shows what is recorded; pass --image ID or --ledger PATH")

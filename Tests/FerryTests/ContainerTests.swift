@@ -171,6 +171,36 @@ final class ContainerTests: FerryTestCase {
         XCTAssertFalse(exists(dst), "a refused copy created the destination")
     }
 
+    /// A container that keeps part of its disk in other files (a qcow2 overlay on a backing
+    /// file, a VMDK descriptor with a flat extent) is refused: ferry could not vouch for them.
+    func testContainersSpreadOverSeveralFilesAreRefused() throws {
+        let base = try makeContainer("base.qcow2", format: "qcow2", size: 16 * Self.M, writes: ["write -P 1 0 1M"])
+        let overlay = scratch.file("overlay.qcow2")
+        _ = try tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", overlay])
+        let vmdk = scratch.file("split.vmdk")
+        _ = try tool(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", vmdk, String(16 * Self.M)])
+        for (image, other) in [(overlay, base), (vmdk, scratch.file("split-flat.vmdk"))] {
+            let dst = scratch.file("spread.raw")
+            let r = try ferry(["copy", image, dst, "--progress", "none", "--ledger", ledger])
+            assertRefusal(r, status: 5, mentions: [image, other, "qemu-img convert"])
+            XCTAssertFalse(exists(dst))
+        }
+    }
+
+    /// A container on a block device (a VDI on a loop device) is read through qemu's device driver.
+    func testContainerOnABlockDevice() throws {
+        guard getuid() == 0 else { try skipUnlessRequired("loop devices need root") }
+        let vdi = try makeContainer("on-loop.vdi", format: "vdi", size: 32 * Self.M, writes: ["write -P 0x21 4M 2M"])
+        let raw = try converted(vdi, format: "vdi")
+        let attach = try runProcess(["/usr/bin/env", "losetup", "-f", "--show", "-r", vdi], in: scratch)
+        guard attach.status == 0 else { try skipUnlessRequired("no loop device: " + attach.summary) }
+        let loop = attach.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? runProcess(["/usr/bin/env", "losetup", "-d", loop], in: scratch) }
+        let report = try copy(loop, scratch.file("from-loop.raw"))
+        XCTAssertEqual(report.source.format, "vdi")
+        XCTAssertEqual(report.source.sha256, try sha256sum(raw, in: scratch))
+    }
+
     /// An NBD export named by a URI (here a qemu-nbd this test runs) is read the same way.
     func testNBDURISource() throws {
         let qcow = try makeContainer("served.qcow2", format: "qcow2", size: 32 * Self.M, writes: ["write -P 0x77 3M 5M"])
@@ -198,11 +228,17 @@ final class ContainerTests: FerryTestCase {
 
     /// A qemu-nbd killed in the middle of a copy: the copy fails naming the container and the
     /// offset, nothing is marked complete, and --resume finishes it with the right digest.
-    func testServerDyingMidCopyFailsAndResumeFinishes() throws {
+    /// A 256 MiB VDI with 192 MiB of data, and the raw disk it holds.
+    private func makeBigVDI() throws -> (vdi: String, raw: String) {
         let base = scratch.file("big.raw")
         try writeImage(base, [.random(160 * Self.M), .zeros(64 * Self.M), .random(32 * Self.M)], seed: 1111)
         let vdi = scratch.file("big.vdi")
         _ = try tool(["qemu-img", "convert", "-f", "raw", "-O", "vdi", base, vdi])
+        return (vdi, base)
+    }
+
+    func testServerDyingMidCopyFailsAndResumeFinishes() throws {
+        let (vdi, base) = try makeBigVDI()
         let dst = scratch.file("big-copy.raw")
         let copyRun = try start([TestPaths.ferry, "copy", vdi, dst, "--progress", "none", "--checkpoint", "16M", "--ledger", ledger],
                                 in: scratch)
@@ -228,6 +264,37 @@ final class ContainerTests: FerryTestCase {
         XCTAssertTrue(last.contains(vdi) && last.contains("offset") && last.contains("qemu-nbd"), r.summary)
         let resumed = try copy(vdi, dst, ["--resume"])
         XCTAssertNotNil(resumed.resumedFromChunk, "the copy resumed from a checkpoint")
+        XCTAssertEqual(resumed.source.sha256, try sha256sum(base, in: scratch))
+        XCTAssertTrue(try sameBytes(dst, base, in: scratch))
+    }
+
+    /// Ctrl-C at the terminal (SIGINT to ferry's whole process group) stops the copy cleanly at a
+    /// checkpoint: the server ferry started is in a session of its own, so it is not killed under
+    /// the copy, and it is gone when ferry is. --resume finishes with the right digest.
+    func testCtrlCStopsAContainerCopyCleanly() throws {
+        let (vdi, base) = try makeBigVDI()
+        let dst = scratch.file("big-copy.raw")
+        let copyRun = try start(["/usr/bin/setsid", TestPaths.ferry, "copy", vdi, dst, "--progress", "none",
+                                 "--checkpoint", "16M", "--ledger", ledger], in: scratch)
+        var sent = false
+        let deadline = Date().addingTimeInterval(60)
+        while !sent && copyRun.isRunning && Date() < deadline {
+            if fileSize(dst) >= 48 * UInt64(Self.M) {
+                kill(-copyRun.pid, SIGINT)
+                sent = true
+            } else {
+                usleep(2_000)
+            }
+        }
+        let r = copyRun.wait()
+        guard sent else {
+            XCTFail("the copy ended before it could be interrupted: " + r.summary)
+            return
+        }
+        XCTAssertEqual(r.status, 130, r.summary)
+        XCTAssertFalse(r.stderr.contains("qemu-nbd"), "the server must not have died under the copy: " + r.summary)
+        let resumed = try copy(vdi, dst, ["--resume"])
+        XCTAssertGreaterThanOrEqual(resumed.resumedFromChunk ?? 0, 32, "the copy resumed near where it stopped, not from its start")
         XCTAssertEqual(resumed.source.sha256, try sha256sum(base, in: scratch))
         XCTAssertTrue(try sameBytes(dst, base, in: scratch))
     }

@@ -101,6 +101,16 @@ final class ServePolicyTests: XCTestCase {
         assertRefused(p, verify("/tank/images/x\u{0}/../../../etc/shadow"), mentions: ["NUL"])
     }
 
+    /// An NBD URI names a server, not a file in the allowed folders: a restricted serve never
+    /// connects where a client asks.
+    func testNBDURIsAreRefused() throws {
+        let p = try policy(["/tank/images"])
+        let pull = Request.send(CopyRequest(path: "nbd+unix:///?socket=/tank/images/x.sock", ledger: nil, chunkSize: 1 << 20, size: nil,
+                                            transferId: "t", peer: "h:/d", checkpointEvery: 256))
+        assertRefused(p, pull, mentions: ["URI"])
+        assertRefused(p, verify("nbd://10.0.0.1/export"), mentions: ["URI"])
+    }
+
     func testZvolLinksInAnAllowedFolder() throws {
         let p = try policy(["/dev/zvol/tank"])
         assertAllowed(p, push("/dev/zvol/tank/vm-1"))

@@ -50,7 +50,7 @@ public final class SourceReader {
         self.onReadError = onReadError
         self.retries = retries
         file = try Self.openMedium(path, asIs: asIs, sourceFormat: sourceFormat)
-        identity = file.kind == .nbd ? DeviceIdentity.named(path) : DeviceIdentity.of(path)
+        identity = DeviceIdentity.of(path)
         self.chunkSize = chunkSize
         self.asIs = asIs
         if let expectedSize, let size = file.size, size != expectedSize {
@@ -84,9 +84,7 @@ public final class SourceReader {
         if asIs || sourceFormat == "raw" { return file }
         var format = sourceFormat
         if format == nil, file.size != nil, (file.size ?? 0) > 0 {
-            let head = AlignedBuffer(capacity: 4096)
-            let n = (try? file.readExact(into: head.pointer, count: Int(min(4096, file.size!)), at: 0).get()) ?? 0
-            format = DiskImageFormat.detect(head.bytes(n))?.qemuName
+            format = try DiskImageFormat.detect(in: file)?.qemuName
         }
         guard let format else { return file }
         guard file.size != nil else {

@@ -127,6 +127,11 @@ extension SourceReader {
             throw FerryError(.refused, "cannot resume: the source \(file.path) is \(file.size ?? 0) bytes now, \(image.size ?? 0) when the copy started",
                              hint: "the source changed; start over without --resume, which copies everything again")
         }
+        let readAs = (file.format == "raw") ? nil : file.format
+        guard image.container?.format == readAs else {
+            throw FerryError(.refused, "cannot resume: the interrupted copy read \(file.path) as \(image.container?.format ?? "raw bytes"), this one would read it as \(readAs ?? "raw bytes")",
+                             hint: "run --resume with the same --as-is or --source-format as the interrupted copy, or start over without --resume")
+        }
         var lines: [String] = []
         var stampHolds = false
         if let now = file.stamp, let recorded = image.stamp {

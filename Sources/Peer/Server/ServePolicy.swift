@@ -78,6 +78,7 @@ public struct ServePolicy: Sendable, Equatable {
                        hint: "name a path inside one of them; the far host's forced command sets them with --restrict-to")
         }
         if path.contains("\0") { throw refuse("contains a NUL byte") }
+        if DeviceIdentity.isURI(path) { throw refuse("is a URI (an NBD export), not a file or device in them") }
         if path.split(separator: "/").contains("..") { throw refuse("names '..'") }
         guard let real = resolve(path, paths: paths) else {
             throw refuse("cannot be resolved (a dangling symlink, or a folder serve cannot search)")
