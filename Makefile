@@ -3,7 +3,7 @@
 #   make test     the whole test suite (real binary, files, loop devices, sshd on 127.0.0.1)
 #   make fuzz     the frame parser fuzzer alone, 5M inputs from a fresh seed (FERRY_FUZZ_SEED to pick one)
 #   make demo     copy a generated image with progress, show the ledger, damage a byte, verify
-#   make bench    throughput next to sha256sum, cp and the seed's shell pipeline
+#   make bench    medians of 3 interleaved rounds next to sha256sum, openssl, cp, dd, the seed's pipeline, rsync
 #   make deb      dist/ferry_VERSION_ARCH.deb for a Debian or Proxmox host without Swift, checked by lintian
 #   make install PREFIX=/usr/local   binary, man pages, shell completions, doc (DESTDIR is honoured)
 
