@@ -50,6 +50,8 @@ extension LedgerCommand {
                 }
                 if found != nil {
                     guard try confirm("destroy the snapshot \(name) of image \(id)", yes: yes) else { return .refused }
+                    // A clone that a killed verify left would keep the snapshot from going.
+                    ZFS.sweepStaleClones(of: name)
                     try ZFS.destroy(name)
                 }
                 snap.releasedAt = Ledger.now()

@@ -114,6 +114,9 @@ final class ImageView {
                 return ImageView(readFrom: ReadFrom(kind: .snapshot, path: inPlace, snapshot: name), guid: guid)
             }
         }
+        for stale in ZFS.sweepStaleClones(of: name) {
+            Console.err("ferry: note: destroyed \(stale), a clone of \(name) that a verify killed earlier left behind\n")
+        }
         var template = Array("/tmp/ferry-verify-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw FerryError.syscall("cannot create a folder for the clone of", path: name)

@@ -215,6 +215,40 @@ public enum ZFS {
         try run(["clone", "-o", "readonly=on", "-o", "mountpoint=" + mountpoint, "-o", "\(cloneTag)=\(snapshot)", snapshot, clone])
     }
 
+    /// Destroys the clones of `snapshot` that a verify killed outright left behind: ferry's own
+    /// (tagged, and with the snapshot as origin), named after a process that no longer runs. They
+    /// hold space, keep a mount in /tmp, and keep the snapshot from being destroyed. Returns the
+    /// clones destroyed; a clone whose process id runs again (reused) is left for a later sweep.
+    @discardableResult
+    public static func sweepStaleClones(of snapshot: String) -> [String] {
+        let prefix = cloneName(of: snapshot, pid: 0).dropLast(1)   // PARENT/ferry-verify-
+        let parent = String(prefix[..<prefix.lastIndex(of: "/")!])
+        // Ferry's clones sit beside the dataset: children of its parent whose origin is the
+        // snapshot (older ZFS, zfs-fuse among them, has no `clones` property to ask instead).
+        guard (try? checkName(parent)) != nil,
+              let listing = try? run(["list", "-H", "-o", "name,origin", "-t", "filesystem,volume", "-r", "-d", "1", parent]) else { return [] }
+        let clones = listing.split(separator: "\n").compactMap { line -> String? in
+            let f = line.split(separator: "\t").map(String.init)
+            return f.count == 2 && f[1] == snapshot ? f[0] : nil
+        }
+        var swept: [String] = []
+        for clone in clones where clone.hasPrefix(prefix) {
+            guard let pid = Int32(clone.dropFirst(prefix.count)), pid > 0, pid != getpid(),
+                  kill(pid, 0) != 0 && errno == ESRCH, isFerryClone(clone, of: snapshot) else { continue }
+            let mountpoint = try? property("mountpoint", of: clone)
+            // A clone mounted a moment ago may still be busy: a few tries, as for ferry's own.
+            var destroyed = false
+            for attempt in 0..<20 where !destroyed {
+                if attempt > 0 { usleep(250_000) }
+                destroyed = (try? destroy(clone, force: true)) != nil
+            }
+            guard destroyed else { continue }
+            if let mountpoint, mountpoint.hasPrefix("/tmp/ferry-verify-") { rmdir(mountpoint) }
+            swept.append(clone)
+        }
+        return swept
+    }
+
     /// Whether `clone` is a clone ferry made of `snapshot` (its origin and its tag say so).
     public static func isFerryClone(_ clone: String, of snapshot: String) -> Bool {
         (try? property("origin", of: clone)) == snapshot && (try? property(cloneTag, of: clone)) == snapshot

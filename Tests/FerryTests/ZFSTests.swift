@@ -119,6 +119,41 @@ final class ZFSTests: FerryTestCase {
         XCTAssertTrue(try sameBytes(src, dst, in: scratch))
     }
 
+    /// A verify killed outright (SIGKILL) leaves its temporary clone: the next verify of that
+    /// snapshot destroys it and says so, and `ledger release` is not blocked by one. Another
+    /// clone of the snapshot that is not ferry's is left alone.
+    func testClonesLeftByAKilledVerifyAreSwept() throws {
+        let p = try makePool()
+        let src = try source()
+        let dst = p.folder + "/vm-102.raw"
+        let c = try jsonObject(try run(["copy", src, dst, "--json"]))
+        let id = String(try XCTUnwrap(c["imageId"] as? Int))
+        let snapshot = try XCTUnwrap((c["destination"] as? [String: Any])?["snapshot"] as? String)
+        // A process id that ran and is gone, as a killed verify's would be.
+        let gone = try start(["/bin/true"], in: scratch)
+        _ = gone.wait()
+        let stale = p.name + "/ferry-verify-\(gone.pid)"
+        let staleMount = scratch.file("stale-mount")
+        _ = try p.zfs(["clone", "-o", "readonly=on", "-o", "mountpoint=" + staleMount, "-o", "org.ferry:clone-of=" + snapshot, snapshot, stale])
+        let foreign = p.name + "/someone-elses-clone"
+        _ = try p.zfs(["clone", "-o", "mountpoint=none", snapshot, foreign])
+
+        let v = try run(["verify", dst])
+        XCTAssertEqual(v.status, 0, v.summary)
+        XCTAssertTrue(v.stderr.contains("destroyed \(stale)"), v.summary)
+        XCTAssertFalse(try p.names().contains(stale), "the stale clone is still there")
+        XCTAssertTrue(try p.names().contains(foreign), "a clone that is not ferry's was touched")
+
+        // A stale clone no longer keeps release from destroying the snapshot (the foreign one
+        // still does, and release says so).
+        _ = try p.zfs(["clone", "-o", "readonly=on", "-o", "mountpoint=" + staleMount, "-o", "org.ferry:clone-of=" + snapshot, snapshot, stale])
+        _ = try p.zfs(["destroy", foreign])
+        let released = try ferry(["ledger", "release", id, "--yes", "--ledger", ledger])
+        XCTAssertEqual(released.status, 0, released.summary)
+        XCTAssertFalse(try p.names().contains(snapshot))
+        XCTAssertFalse(try p.names().contains(stale))
+    }
+
     /// Damage beneath ZFS (the pool's file, under a dataset without compression) comes back as
     /// EIO from ZFS's checksums: verify names those chunks, exit 1.
     func testDamageBeneathZFSIsReportedAsUnreadableChunks() throws {
