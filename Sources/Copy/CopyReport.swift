@@ -141,6 +141,8 @@ public struct CopyReport: Codable, Sendable {
     public var unreadableBytes: UInt64?
     public var rescueReads: Int?
     public var failedReads: Int?
+    /// Things the result should be read with (a source that holds a rescue copy's zeros).
+    public var warnings: [String]?
 
     /// Every byte arrived and both ends agree: no unreadable source bytes, digests equal.
     public var intact: Bool { digestsMatch && (unreadableBytes ?? 0) == 0 }

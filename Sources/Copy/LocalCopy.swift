@@ -22,10 +22,15 @@ public enum LocalCopy {
                                       unreadableBytes: options.unreadableProgress)
         let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
         dest.takeSnapshot = options.snapshot
+        // Said before hours of copying, and again with the result.
+        let inherited = source.inheritRescueGaps(from: ledger)
+        if let inherited { Console.err("ferry: warning: \(inherited)\n") }
         // Each end's run says how it ended; what was made durable stays for --resume.
-        return try endingRuns(of: [source, dest], in: ledger) {
+        var report = try endingRuns(of: [source, dest], in: ledger) {
             try copy(source, dest, resumeFrom: resumeFrom, options: options, ledger: ledger, progress: progress, started: started)
         }
+        report.warnings = inherited.map { [$0] }
+        return report
     }
 
     private static func copy(_ source: SourceReader, _ dest: DestinationWriter, resumeFrom: (dst: ImageRecord, src: ImageRecord)?,

@@ -247,6 +247,7 @@ struct CopyCommand: ParsableCommand {
             if let reads = r.rescueReads { lines.append("  narrowing them took \(reads) reads, \(r.failedReads ?? 0) of which failed") }
             lines.append("  both ledgers record the ranges; once the source reads again (cooled, reseated, the other half of a mirror), `ferry resend SRC DST` fills them")
         }
+        for w in r.warnings ?? [] { lines.append("warning: " + w) }
         lines.append(r.digestsMatch ? (r.intact ? "digests match" : "the rest arrived intact: both ends agree on every byte that was read")
                                     : "DIGESTS DIFFER: the destination does not hold what was read; do not trust it")
         return lines.joined(separator: "\n")

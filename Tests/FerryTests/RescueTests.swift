@@ -113,6 +113,28 @@ final class RescueTests: FerryTestCase {
         let vt = try ferry(["verify", dst, "--progress", "none", "--ledger", ledger])
         XCTAssertTrue(vt.out.contains("unreadable at copy time") && vt.out.contains("INCOMPLETE:"), vt.out)
 
+        // Copying the rescued image onward carries its zeros, and its ranges: the copy says so
+        // (before it starts and with its result), both new records hold the ranges, no digest is
+        // claimed, and a verify of the new copy says it is incomplete, never OK.
+        let onward = scratch.file("onward.raw")
+        let o = try ferry(["copy", dst, onward, "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(o.status, 1, o.summary)
+        let oj = try json(o)
+        let warning = (oj["warnings"] as? [String])?.first ?? ""
+        XCTAssertTrue(warning.contains("rescue copy (image \(dstId)") && warning.contains("4 range(s)"), o.out)
+        XCTAssertTrue(o.stderr.contains("ferry: warning: ") && o.stderr.contains("rescue copy"), o.summary)
+        XCTAssertEqual(ranges((oj["source"] as? [String: Any])?["unreadableRanges"]), Self.expected)
+        let onwardId = try XCTUnwrap(oj["imageId"] as? Int)
+        let onwardSourceId = try XCTUnwrap((oj["source"] as? [String: Any])?["imageId"] as? Int)
+        XCTAssertEqual(try recordedUnreadable(onwardId), Self.expected)
+        XCTAssertEqual(try recordedUnreadable(onwardSourceId), Self.expected)
+        let (ov, _) = try verify(onward)
+        XCTAssertEqual(ov.status, 1, ov.summary)
+        XCTAssertEqual(try json(ov)["status"] as? String, "incomplete", ov.out)
+        for id in [onwardId, onwardSourceId] {
+            XCTAssertEqual(try ferry(["ledger", "forget", String(id), "--yes", "--ledger", ledger]).status, 0)
+        }
+
         // The disk reads again except one byte of A and one in B's second chunk.
         let stillBadInB = 6_500_000
         try d.setBad([Self.A.lowerBound + 50..<Self.A.lowerBound + 51, stillBadInB..<stillBadInB + 1])
@@ -162,6 +184,11 @@ final class RescueTests: FerryTestCase {
         let (v4, _) = try verify(dst)
         XCTAssertEqual(v4.status, 0, v4.summary)
         XCTAssertNil(try json(v4)["digestRecorded"], "the digest is recorded once")
+        // Filled: a copy onward has nothing to warn about.
+        let again = try ferry(["copy", dst, scratch.file("onward2.raw"), "--json", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(again.status, 0, again.summary)
+        XCTAssertNil(try json(again)["warnings"], again.out)
+        XCTAssertFalse(again.stderr.contains("warning"), again.summary)
     }
 
     /// A block device (a read-only loop device over the failing disk, 512-byte logical sectors)

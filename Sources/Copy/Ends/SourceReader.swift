@@ -106,6 +106,23 @@ public final class SourceReader {
         return ContainerRecord(format: image.format, allocatedBytes: image.layout?.allocatedBytes, fileSize: image.container?.size)
     }
 
+    /// A source that a rescue copy recorded in `ledger` wrote, with source ranges it could not
+    /// read: zeros stand there in it. Copying it onward carries those zeros. The ranges are
+    /// carried too, as this copy's own unreadable ranges (where they still hold zeros), so both
+    /// new records say what they lack, no whole-image digest is claimed for them, and a verify
+    /// of either never calls them whole. Returns the warning that says so (nil for any other
+    /// source).
+    public func inheritRescueGaps(from ledger: Ledger) -> String? {
+        guard file.kind == .file || file.kind == .blockDevice, file is ImageFile,
+              let images = try? ledger.images(named: identity.names) else { return nil }
+        for image in images where image.role == .destination && identity.canBe(image.names) {
+            guard let gaps = try? ledger.unreadable(image: image.id), !gaps.isEmpty else { continue }
+            inheritedGaps = gaps
+            return "\(file.path) was written by a rescue copy (image \(image.id), from \(image.peer ?? "its source")) that could not read \(gaps.count) range(s), \(ByteRange.total(gaps)) bytes: zeros stand there, and this copy carries them and records them as unreadable, as that copy did (`ferry ledger show \(image.id)` lists them; `ferry resend` from the failing disk fills them in \(file.path) first)"
+        }
+        return nil
+    }
+
     /// Creates the source's image record (role source) in `ledger`.
     public func register(in ledger: Ledger, transferId: String, peer: String?) throws {
         startStamp = file.stamp
@@ -168,6 +185,7 @@ public final class SourceReader {
             throw FerryError(.refused, format.refusal(path: file.path))
         }
         if slot.unreadable.isEmpty { counted.add(n) }
+        if !inheritedGaps.isEmpty && n > 0 { markInherited(slot, length: n) }
         return n
     }
 
@@ -191,6 +209,23 @@ public final class SourceReader {
     }
 
     public static let maxRangesPerChunk = 2048
+
+    /// Ranges an earlier rescue copy could not read, carried by this copy of its result.
+    private var inheritedGaps: [ByteRange] = []
+
+    /// Marks the inherited ranges inside the chunk in `slot` that still hold zeros as unreadable
+    /// (a range that holds data now was filled since, and is copied as the data it is).
+    private func markInherited(_ slot: ChunkSlot, length n: Int) {
+        let window = slot.offset..<slot.offset + UInt64(n)
+        var marked: [ByteRange] = []
+        for gap in ByteRange.clipped(inheritedGaps, to: window) {
+            let start = slot.buffer.pointer + Int(gap.offset - slot.offset)
+            if isAllZero(start, Int(gap.length)) { marked.append(gap) }
+        }
+        guard !marked.isEmpty else { return }
+        slot.unreadable = (slot.unreadable + marked).sorted { $0.offset < $1.offset }
+        unreadableBytes.add(Int(ByteRange.total(marked)))
+    }
 
     /// Unreadable ranges recorded so far (this run and any resumed one).
     public var unreadable: [ByteRange] { recorder?.unreadableRanges ?? resumedUnreadable }

@@ -29,10 +29,14 @@ public enum RemoteCopy {
         let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, sourceFormat: options.sourceFormat, expectedSize: options.streamSize,
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
-        return try endingRuns(of: [source], in: ledger) {
+        let inherited = source.inheritRescueGaps(from: ledger)
+        if let inherited { Console.err("ferry: warning: \(inherited)\n") }
+        var report = try endingRuns(of: [source], in: ledger) {
             try push(source, prior: prior, host: host, dst: dst, options: options, ledger: ledger, settings: settings,
                      progress: progress, started: started)
         }
+        report.warnings = inherited.map { [$0] }
+        return report
     }
 
     private static func push(_ source: SourceReader, prior: ImageRecord?, host: String, dst: String, options: CopyOptions,

@@ -104,6 +104,8 @@ public enum Server {
     static func send(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         let source = try SourceReader(path: request.path, chunkSize: request.chunkSize, asIs: request.asIs,
                                       sourceFormat: request.sourceFormat, onReadError: request.recordReadErrors ? .record : .abort, retries: request.retries)
+        // A rescue copy's result copied onward carries its ranges (the client's report lists them).
+        if let inherited = source.inheritRescueGaps(from: ledger) { log("warning: " + inherited) }
         try endingRuns(of: [source], in: ledger) { try send(request, from: source, conn: conn, ledger: ledger, log: log) }
     }
 
