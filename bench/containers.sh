@@ -16,17 +16,8 @@ trap 'sh "$HERE/../scripts/sshd-loopback.sh" stop "$WORK/ssh" 2>/dev/null; rm -r
 export FERRY_LEDGER="$WORK/local.db"
 VDI="$WORK/vm.vdi"
 csv="$WORK/runs.csv"
-echo "round,name,seconds,peak_rss_kib" >"$csv"
-
-drop() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-measure() {  # ROUND NAME CMD...
-  round=$1; name=$2; shift 2
-  drop
-  /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$*" >"$WORK/last.out" 2>"$WORK/last.err" \
-    || { echo "FAILED: $name" >&2; cat "$WORK/last.err" >&2; exit 1; }
-  set -- $(tail -1 "$WORK/time")
-  echo "$round,$name,$1,$2" >>"$csv"
-}
+echo "round,name,bytes,seconds,peak_rss_kib" >"$csv"
+. "$HERE/lib.sh"
 
 echo "making a ${VIRT_GIB} GiB VDI with ${ALLOC_MIB} MiB of data in 8 MiB runs ..." >&2
 qemu-img create -q -f vdi "$VDI" "${VIRT_GIB}G"
@@ -55,21 +46,21 @@ RSH=$(cat "$WORK/ssh/rsh")
 H=root@127.0.0.1
 SOCK="$WORK/nbd.sock"
 
-r=1
-while [ $r -le $ROUNDS ]; do
-  echo "round $r of $ROUNDS ..." >&2
-  measure $r seed-pipeline-nbdcopy-ssh "nbdcopy -- [ qemu-nbd -r -f vdi '$VDI' ] - | tee >(sha256sum >'$WORK/a.sha') | $RSH $H \"tee >(sha256sum >'$WORK/b.sha') | dd of='$WORK/seed.raw' bs=1M status=none\""
+round=1
+while [ $round -le $ROUNDS ]; do
+  echo "round $round of $ROUNDS ..." >&2
+  measure seed-pipeline-nbdcopy-ssh "$VIRTUAL" "nbdcopy -- [ qemu-nbd -r -f vdi '$VDI' ] - | tee >(sha256sum >'$WORK/a.sha') | $RSH $H \"tee >(sha256sum >'$WORK/b.sha') | dd of='$WORK/seed.raw' bs=1M status=none\""
   rm -f "$WORK/seed.raw"
-  measure $r nbdcopy-to-file "nbdcopy -- [ qemu-nbd -r -f vdi '$VDI' ] '$WORK/nbdcopy.raw'"
+  measure nbdcopy-to-file "$VIRTUAL" "nbdcopy -- [ qemu-nbd -r -f vdi '$VDI' ] '$WORK/nbdcopy.raw'"
   rm -f "$WORK/nbdcopy.raw"
-  measure $r ferry-copy-vdi-local "'$BIN' copy --progress none --json '$VDI' '$WORK/local.raw' > '$WORK/local.json'"
+  measure ferry-copy-vdi-local "$VIRTUAL" "'$BIN' copy --progress none --json '$VDI' '$WORK/local.raw' > '$WORK/local.json'"
   rm -f "$WORK/local.raw"
-  measure $r ferry-copy-vdi-ssh "'$BIN' copy --progress none --json -e '$RSH' --remote-ferry '$BIN' --remote-ledger '$WORK/far.db' '$VDI' $H:'$WORK/far.raw' > '$WORK/ssh.json'"
+  measure ferry-copy-vdi-ssh "$VIRTUAL" "'$BIN' copy --progress none --json -e '$RSH' --remote-ferry '$BIN' --remote-ledger '$WORK/far.db' '$VDI' $H:'$WORK/far.raw' > '$WORK/ssh.json'"
   rm -f "$WORK/far.raw"
-  measure $r ferry-verify-vdi "'$BIN' verify --progress none '$VDI'"
-  measure $r ferry-copy-empty-vdi "'$BIN' copy --progress none '$EMPTY' '$WORK/empty.raw'"
+  measure ferry-verify-vdi "$VIRTUAL" "'$BIN' verify --progress none '$VDI'"
+  measure ferry-copy-empty-vdi "$VIRTUAL" "'$BIN' copy --progress none '$EMPTY' '$WORK/empty.raw'"
   rm -f "$WORK/empty.raw"
-  r=$((r + 1))
+  round=$((round + 1))
 done
 
 READ=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["source"]["bytesRead"])' "$WORK/ssh.json")

@@ -19,15 +19,7 @@ RND="$WORK/random.raw"
 csv="$WORK/runs.csv"
 echo "round,name,bytes,seconds,peak_rss_kib" >"$csv"
 
-drop() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-measure() {  # NAME BYTES CMD...
-  name=$1; bytes=$2; shift 2
-  drop
-  /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$*" >"$WORK/last.out" 2>"$WORK/last.err" \
-    || { echo "FAILED: $name" >&2; cat "$WORK/last.err" >&2; exit 1; }
-  set -- $(tail -1 "$WORK/time")
-  echo "$round,$name,$bytes,$1,$2" >>"$csv"
-}
+. "$HERE/lib.sh"
 
 echo "generating a ${SIZE_MIB} MiB mixed image and a ${SIZE_MIB} MiB random one (seeded) ..." >&2
 python3 - "$SRC" "$RND" "$SIZE_MIB" <<'PY'

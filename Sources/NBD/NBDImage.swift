@@ -241,25 +241,17 @@ public struct ContainerLayout: Sendable, Equatable {
     public var virtualSize: UInt64
     public var allocatedBytes: UInt64
 
-    static func qemuImg() -> String {
-        if let forced = ProcessInfo.processInfo.environment["FERRY_QEMU_IMG"], !forced.isEmpty { return forced }
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/bin"] {
-            if access(dir + "/qemu-img", X_OK) == 0 { return dir + "/qemu-img" }
-        }
-        return "qemu-img"
-    }
-
     /// Runs `qemu-img ARGS`; its stdout, or a refusal quoting what it said.
     static func qemuImg(_ args: [String], path: String, format: String) throws -> Data {
+        let program = try QemuNBD.tool("qemu-img", override: "FERRY_QEMU_IMG", neededFor: "checks a container with it before reading it")
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: qemuImg())
+        process.executableURL = URL(fileURLWithPath: program)
         process.arguments = args
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
         do { try process.run() } catch {
-            throw FerryError(.notFound, "qemu-img is not installed here, and ferry checks a container with it before reading it",
-                             hint: "install it (Debian and Proxmox: apt-get install qemu-utils), or copy the container file itself with --as-is")
+            throw FerryError(.io, "cannot run \(program) to check \(path): \(error)", hint: "check that qemu-img (qemu-utils) runs")
         }
         // Read stderr on its own thread so neither pipe can fill and stall qemu-img.
         final class Sink: @unchecked Sendable { var data = Data() }

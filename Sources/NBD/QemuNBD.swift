@@ -16,15 +16,20 @@ public final class QemuNBD {
     public var socket: String { directory + "/sock" }
     public private(set) var pid: pid_t = 0
 
-    /// The qemu-nbd to run: `FERRY_QEMU_NBD` (tests), else the first on PATH or in /usr/bin.
-    static func program() throws -> String {
-        if let forced = ProcessInfo.processInfo.environment["FERRY_QEMU_NBD"], !forced.isEmpty { return forced }
+    /// A qemu-utils program: `override` from the environment (tests), else the first `name` on
+    /// PATH or in /usr/bin; not found names the package and what ferry needed it for.
+    static func tool(_ name: String, override: String, neededFor: String) throws -> String {
+        if let forced = ProcessInfo.processInfo.environment[override], !forced.isEmpty { return forced }
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin"] {
-            let candidate = dir + "/qemu-nbd"
+            let candidate = dir + "/" + name
             if access(candidate, X_OK) == 0 { return candidate }
         }
-        throw FerryError(.notFound, "qemu-nbd is not installed here, and ferry reads the disk inside a container through it",
+        throw FerryError(.notFound, "\(name) is not installed here, and ferry \(neededFor)",
                          hint: "install it (Debian and Proxmox: apt-get install qemu-utils), or copy the container file itself with --as-is")
+    }
+
+    static func program() throws -> String {
+        try tool("qemu-nbd", override: "FERRY_QEMU_NBD", neededFor: "reads the disk inside a container through it")
     }
 
     /// Starts a server for `container` read as `format` (a qemu driver name: vdi, qcow2, vmdk,

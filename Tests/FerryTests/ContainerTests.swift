@@ -232,6 +232,17 @@ final class ContainerTests: FerryTestCase {
 
     /// A qemu-nbd killed in the middle of a copy: the copy fails naming the container and the
     /// offset, nothing is marked complete, and --resume finishes it with the right digest.
+    /// Does `act` once `dst` holds `bytes` while `run` still runs (until `act` says it could);
+    /// false when the run ended first.
+    private func once(_ dst: String, holds bytes: UInt64, during run: Background, _ act: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while run.isRunning && Date() < deadline {
+            if fileSize(dst) >= bytes && act() { return true }
+            usleep(2_000)
+        }
+        return false
+    }
+
     /// A 256 MiB VDI with 192 MiB of data, and the raw disk it holds.
     private func makeBigVDI() throws -> (vdi: String, raw: String) {
         let base = scratch.file("big.raw")
@@ -247,16 +258,10 @@ final class ContainerTests: FerryTestCase {
         let copyRun = try start([TestPaths.ferry, "copy", vdi, dst, "--progress", "none", "--checkpoint", "16M", "--ledger", ledger],
                                 in: scratch)
         // Kill the server once the copy is under way.
-        var killed = false
-        let deadline = Date().addingTimeInterval(60)
-        while !killed && copyRun.isRunning && Date() < deadline {
-            if fileSize(dst) >= 48 * UInt64(Self.M), let server = strayServers().first,
-               let pid = Int32(server.prefix(while: { $0 != ":" })) {
-                kill(pid, SIGKILL)
-                killed = true
-            } else {
-                usleep(2_000)
-            }
+        let killed = once(dst, holds: 48 * UInt64(Self.M), during: copyRun) {
+            guard let server = strayServers().first, let pid = Int32(server.prefix(while: { $0 != ":" })) else { return false }
+            kill(pid, SIGKILL)
+            return true
         }
         let r = copyRun.wait()
         guard killed else {
@@ -280,15 +285,9 @@ final class ContainerTests: FerryTestCase {
         let dst = scratch.file("big-copy.raw")
         let copyRun = try start(["/usr/bin/setsid", TestPaths.ferry, "copy", vdi, dst, "--progress", "none",
                                  "--checkpoint", "16M", "--ledger", ledger], in: scratch)
-        var sent = false
-        let deadline = Date().addingTimeInterval(60)
-        while !sent && copyRun.isRunning && Date() < deadline {
-            if fileSize(dst) >= 48 * UInt64(Self.M) {
-                kill(-copyRun.pid, SIGINT)
-                sent = true
-            } else {
-                usleep(2_000)
-            }
+        let sent = once(dst, holds: 48 * UInt64(Self.M), during: copyRun) {
+            kill(-copyRun.pid, SIGINT)
+            return true
         }
         let r = copyRun.wait()
         guard sent else {

@@ -1,4 +1,5 @@
 import Foundation
+import Chunks
 
 /// Where an image lives: a local path, or `[user@]host:path` on another host (as scp and rsync
 /// write it). A path with a slash before its first colon is local (`./a:b`, `/x:y`).
@@ -9,8 +10,7 @@ public enum Location: Equatable, Sendable {
     public static func parse(_ text: String) -> Location {
         if text == "-" || text.hasPrefix("/") || text.hasPrefix(".") { return .local(text) }
         // A URI (nbd://host/export, nbd+unix:///export?socket=...) is read from here.
-        if let scheme = text.range(of: "://"), text[..<scheme.lowerBound].allSatisfy({ $0.isLetter || $0 == "+" }),
-           scheme.lowerBound > text.startIndex { return .local(text) }
+        if DeviceIdentity.isURI(text) { return .local(text) }
         guard let colon = text.firstIndex(of: ":") else { return .local(text) }
         let host = String(text[..<colon])
         if host.isEmpty || host.contains("/") { return .local(text) }

@@ -1,0 +1,12 @@
+# Shared by the benchmarks (sourced): WORK and csv set by the caller, `round` the current round.
+#   drop                      sync and drop the page cache (root), so every command reads the medium
+#   measure NAME BYTES CMD    run CMD under bash once; append round,name,bytes,seconds,peak_rss_kib to $csv
+drop() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+measure() {
+  name=$1; bytes=$2; shift 2
+  drop
+  /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$*" >"$WORK/last.out" 2>"$WORK/last.err" \
+    || { echo "FAILED: $name" >&2; cat "$WORK/last.err" >&2; exit 1; }
+  set -- $(tail -1 "$WORK/time")
+  echo "$round,$name,$bytes,$1,$2" >>"$csv"
+}
