@@ -36,3 +36,30 @@ extension ImageFile: ImageMedium {
     public var format: String { "raw" }
     public var fetchedBytes: UInt64? { nil }
 }
+
+/// Where a destination's bytes are written: a file, block device or stream (`ImageFile`), or the
+/// guest disk inside a qcow2 file that ferry writes through its own qemu-nbd (`NBDImage`).
+public protocol WritableMedium: AnyObject {
+    var path: String { get }
+    var kind: ImageKind { get }
+    /// The image's size in bytes (a container's virtual size; nil for a stream).
+    var size: UInt64? { get }
+    var mode: IOMode { get }
+    var device: UInt64 { get }
+    var stamp: FileStamp? { get }
+    /// `raw`, or the container format the disk is written into.
+    var format: String { get }
+    /// Writes `count` bytes at `offset` (a stream: appends).
+    func write(from buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws
+    /// Makes `count` bytes at `offset` read as zeros, with no I/O where they already do.
+    func writeZeros(at offset: UInt64, count: Int, alreadyHole: Bool, zeros: AlignedBuffer) throws
+    /// Sets a file's length (a container's virtual size cannot change: a different one throws).
+    func setLength(_ length: UInt64) throws
+    /// Makes every write so far durable on the medium.
+    func sync() throws
+    /// Claims the destination for this run, so a second writer is refused.
+    func claimForWriting() throws
+    func close()
+}
+
+extension ImageFile: WritableMedium {}

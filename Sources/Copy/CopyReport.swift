@@ -7,6 +7,9 @@ public struct CopyOptions: Sendable {
     public var asIs = false
     /// The source's container format (`--source-format`): nil to read it from the header.
     public var sourceFormat: String?
+    /// The destination's format (`--dest-format`): nil for qcow2 when the name ends in .qcow2,
+    /// else raw.
+    public var destFormat: String?
     public var writeZeros = false
     public var resume = false
     /// Data is made durable and a resumable checkpoint recorded every this many bytes.
@@ -29,6 +32,11 @@ public struct CopyOptions: Sendable {
     public init() {}
 
     public var checkpointEvery: Int { max(1, checkpointBytes / chunkSize) }
+
+    /// The format the destination at `path` is written in (see `DestinationWriter.format`).
+    public func destinationFormat(for path: String) throws -> String {
+        try DestinationWriter.format(for: path, given: destFormat, sourceAsIs: asIs || sourceFormat == "raw")
+    }
 }
 
 /// One end of a finished copy.

@@ -20,7 +20,8 @@ public enum LocalCopy {
         let source = try SourceReader(path: srcPath, chunkSize: chunkSize, asIs: options.asIs, sourceFormat: options.sourceFormat, expectedSize: options.streamSize,
                                       onReadError: options.onReadError, retries: options.retries,
                                       unreadableBytes: options.unreadableProgress)
-        let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
+        let dest = DestinationWriter(path: dstPath, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger,
+                                     format: try options.destinationFormat(for: dstPath))
         dest.takeSnapshot = options.snapshot
         // Said before hours of copying, and again with the result.
         let inherited = source.inheritRescueGaps(from: ledger)
@@ -108,7 +109,7 @@ public enum LocalCopy {
             bytesWritten: dest.bytesWritten, bytesSent: nil, zeroFrames: nil, retransmissions: nil, remote: nil,
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.source.note(format: source.file.format, bytesRead: source.bytesRead)
-        report.destination.note(format: "raw")
+        report.destination.note(format: dest.format)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
         report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report

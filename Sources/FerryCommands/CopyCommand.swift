@@ -61,6 +61,17 @@ struct CopyCommand: ParsableCommand {
             container file's own bytes instead. Needs qemu-nbd and qemu-img (qemu-utils) on the \
             host holding the container.
 
+            QCOW2 DESTINATIONS: a destination named *.qcow2 (or --dest-format qcow2) receives the \
+            disk inside a qcow2 file, as a Proxmox directory storage keeps it. ferry creates the \
+            file with `qemu-img create` and the source's size (or opens an existing qcow2 of \
+            exactly that size; another size is refused), writes through its own writable qemu-nbd \
+            (O_DIRECT where the file system allows it), leaves zero chunks unallocated (a fresh \
+            image: no write at all; an existing one: zeroed, deallocated where qemu can), and \
+            flushes through qemu at every checkpoint and before the copy is marked complete. \
+            qemu's image lock is the claim: a VM or another writer holding the file is refused. \
+            The ledger records the destination as qcow2, and `ferry verify` and `ferry resend` \
+            read and write it through qemu-nbd too. Needs qemu-utils on the host writing it.
+
             NBD EXPORTS: nbd://host[:port]/export and nbd+unix:///export?socket=PATH (libnbd's \
             URIs) name an export that a qemu-nbd, nbdkit or running QEMU serves; it is read the \
             same way, zero extents skipped. /dev/nbd0 is still read as a block device.
@@ -79,7 +90,7 @@ struct CopyCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Source: file, block device, VM disk container (VDI, qcow2, VMDK, VHD, VHDX), NBD URI, - for stdin, or [user@]host:path.", valueName: "src"))
     var source: String
 
-    @Argument(help: ArgumentHelp("Destination: file, block device, - for stdout, or [user@]host:path.", valueName: "dst"))
+    @Argument(help: ArgumentHelp("Destination: file, block device, qcow2 file (*.qcow2), - for stdout, or [user@]host:path.", valueName: "dst"))
     var destination: String
 
     @Option(name: .long, help: ArgumentHelp("Chunk size, a power of two from 64K to 256M (default 1M; a resume keeps the interrupted copy's).", valueName: "size"))
@@ -93,6 +104,9 @@ struct CopyCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Read the source as this format: raw (its bytes as they are), vdi, qcow2, vmdk, vpc (VHD), vhdx or qed. Default: from its header.", valueName: "format"))
     var sourceFormat: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write the destination as this format: raw (the disk's bytes as they are) or qcow2 (the disk inside a qcow2 file ferry creates with the source's size, or one of that size; zero chunks stay unallocated). Default: qcow2 for a name ending in .qcow2 (unless --as-is), else raw.", valueName: "format"))
+    var destFormat: String?
 
     @Flag(name: .long, help: "Write zero chunks as zeros instead of holes or BLKZEROOUT.")
     var writeZeros = false
@@ -150,6 +164,7 @@ struct CopyCommand: ParsableCommand {
         options.checkpointBytes = cp
         options.asIs = asIs
         options.sourceFormat = sourceFormat
+        options.destFormat = destFormat
         options.writeZeros = writeZeros
         options.resume = resume
         if let compress, !(1...19).contains(compress) {

@@ -145,14 +145,71 @@ public final class NBDConnection {
         }
     }
 
-    // MARK: Reading
+    // MARK: Reading and writing
 
     /// Reads `count` bytes at `offset` into `buffer`, as several requests in flight. Throws with
     /// the offset of the first request that failed.
     public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws {
+        try pieces(count: count, at: offset, doing: "reading") { handle, done, n, at, none in
+            nbd_aio_pread(handle, buffer + done, n, at, none, 0)
+        }
+    }
+
+    /// Whether the server accepts writes (ferry's qemu-nbd for a destination; not a read-only export).
+    public var writable: Bool { nbd_is_read_only(handle) == 0 }
+
+    /// Writes `count` bytes at `offset` from `buffer`, as several requests in flight.
+    public func write(from buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws {
+        try pieces(count: count, at: offset, doing: "writing") { handle, done, n, at, none in
+            nbd_aio_pwrite(handle, buffer + done, n, at, none, 0)
+        }
+    }
+
+    /// Makes `count` bytes at `offset` read as zeros. The server may deallocate them (no NO_HOLE
+    /// flag: a qcow2 cluster becomes a zero cluster, not written data). A server that cannot
+    /// zero is sent `zeros` as data.
+    public func zero(count: Int, at offset: UInt64, zeros: UnsafeRawPointer, zerosLength: Int) throws {
+        if nbd_can_zero(handle) == 1 {
+            try pieces(count: count, at: offset, doing: "zeroing", piece: 32 << 20) { handle, _, n, at, none in
+                nbd_aio_zero(handle, UInt64(n), at, none, 0)
+            }
+        } else {
+            var done = 0
+            while done < count {
+                let n = min(zerosLength, count - done)
+                try write(from: zeros, count: n, at: offset + UInt64(done))
+                done += n
+            }
+        }
+    }
+
+    /// Asks the server to make every write so far durable (for qemu-nbd: its image's metadata
+    /// and data written out, then fdatasync). Throws when the server cannot flush: then nothing
+    /// it acknowledged can be called durable.
+    public func flush() throws {
+        guard nbd_can_flush(handle) == 1 else {
+            throw FerryError(.io, "\(name): the NBD server cannot flush, so ferry cannot make writes through it durable",
+                             hint: "write the disk through a server that supports flush (qemu-nbd does)")
+        }
+        let none = nbd_completion_callback(callback: nil, user_data: nil, free: nil)
+        let cookie = nbd_aio_flush(handle, none, 0)
+        guard cookie >= 0 else { throw Self.lastError(name, "flushing its writes") }
+        while true {
+            let done = nbd_aio_command_completed(handle, UInt64(cookie))
+            if done == 1 { return }
+            if done < 0 { throw Self.lastError(name, "flushing its writes (they may not be on the medium; do not trust them)") }
+            try poll("waiting for a flush")
+        }
+    }
+
+    /// Issues `count` bytes at `offset` as requests of at most `piece` bytes, up to `maxInFlight`
+    /// at once, retiring them in order. Throws with the offset of the first request that failed,
+    /// after the requests still out have finished (their buffer may be reused then).
+    private func pieces(count: Int, at offset: UInt64, doing: String, piece: Int = pieceSize,
+                        issue: (OpaquePointer, Int, Int, UInt64, nbd_completion_callback) -> Int64) throws {
         guard count > 0 else { return }
         guard offset + UInt64(count) <= size else {
-            throw FerryError(.io, "\(name): a read of \(count) bytes at offset \(offset) goes past the export's end (\(size) bytes)")
+            throw FerryError(.io, "\(name): \(doing) \(count) bytes at offset \(offset) goes past the export's end (\(size) bytes)")
         }
         var pending: [(cookie: Int64, offset: UInt64)] = []
         var issued = 0
@@ -160,15 +217,14 @@ public final class NBDConnection {
         let none = nbd_completion_callback(callback: nil, user_data: nil, free: nil)
         while failure == nil && (issued < count || !pending.isEmpty) {
             while failure == nil && issued < count && pending.count < Self.maxInFlight {
-                let n = min(Self.pieceSize, count - issued)
+                let n = min(piece, count - issued)
                 let at = offset + UInt64(issued)
-                let cookie = nbd_aio_pread(handle, buffer + issued, n, at, none, 0)
-                if cookie < 0 { failure = Self.lastError(name, "reading \(n) bytes at offset \(at)"); break }
+                let cookie = issue(handle, issued, n, at, none)
+                if cookie < 0 { failure = Self.lastError(name, "\(doing) \(n) bytes at offset \(at)"); break }
                 pending.append((cookie, at))
                 issued += n
             }
             guard failure == nil else { break }
-            // Collect finished requests in order; wait for the first one still out.
             // Retire finished requests in order; wait while the oldest is still out, then go
             // back to issuing as soon as there is room.
             while let first = pending.first {
@@ -177,8 +233,8 @@ public final class NBDConnection {
                     pending.removeFirst()
                     if issued < count { break } else { continue }
                 }
-                if done < 0 { failure = Self.lastError(name, "reading at offset \(first.offset)"); break }
-                do { try poll("waiting for a read at offset \(first.offset)") } catch { failure = error as? FerryError; break }
+                if done < 0 { failure = Self.lastError(name, "\(doing) at offset \(first.offset)"); break }
+                do { try poll("waiting for \(doing) at offset \(first.offset)") } catch { failure = error as? FerryError; break }
             }
         }
         if let failure {

@@ -16,8 +16,10 @@ public final class NBDImage: ImageMedium {
     /// What `qemu-img map` says the container holds (nil for a URI).
     public let layout: ContainerLayout?
     private let fetched = ProgressCounter()
-    /// Known extents, in order and contiguous (a window ahead of the reads).
-    private var known: [Extent] = []
+    /// Known extents, in order and contiguous (a window ahead of the reads; dropped by a write).
+    var known: [Extent] = []
+    /// A destination image ferry created in this run: what was never written reads as zeros.
+    public internal(set) var fresh = false
     /// How far ahead one block-status request looks.
     static let mapWindow: UInt64 = 1 << 30
 
@@ -33,19 +35,22 @@ public final class NBDImage: ImageMedium {
     }
 
     /// Opens the guest disk inside the container at `path`, read as `format` (a qemu driver name).
-    public static func openContainer(_ path: String, format: String) throws -> NBDImage {
+    /// `writable`: served for writing too (a destination); `inspect`: check the container first
+    /// (`ContainerLayout`; not for an image ferry just created).
+    public static func openContainer(_ path: String, format: String, writable: Bool = false, inspect: Bool = true) throws -> NBDImage {
         let file = try ImageFile.openForReading(path, direct: true)
         guard file.kind == .file || file.kind == .blockDevice, let fileSize = file.size else {
             file.close()
             throw FerryError(.usage, "\(path) is a stream: a \(format) container can only be read from a file or device",
                              hint: "save the stream to a file first, or copy it with --as-is")
         }
-        let layout: ContainerLayout
+        let layout: ContainerLayout?
         let server: QemuNBD
         do {
             let options = try QemuNBD.imageOptions(path, format: format, blockDevice: file.kind == .blockDevice, direct: false)
-            layout = try ContainerLayout.inspect(path, format: format, options: options, fileSize: fileSize)
-            server = try QemuNBD.start(container: path, format: format, blockDevice: file.kind == .blockDevice, direct: file.mode == .direct)
+            layout = inspect ? try ContainerLayout.inspect(path, format: format, options: options, fileSize: fileSize) : nil
+            server = try QemuNBD.start(container: path, format: format, blockDevice: file.kind == .blockDevice,
+                                       direct: file.mode == .direct, writable: writable)
         } catch {
             file.close()
             throw error
@@ -263,6 +268,10 @@ public struct ContainerLayout: Sendable, Equatable {
         errDone.wait()
         guard process.terminationStatus == 0 else {
             let said = String(decoding: errSink.data, as: UTF8.self).split(separator: "\n").map { $0.replacingOccurrences(of: "qemu-img: ", with: "") }.joined(separator: "; ")
+            if said.contains("lock") {
+                throw FerryError(.refused, "\(path) is in use by another program (qemu holds a lock on it: \(said))",
+                                 hint: "stop the VM, qemu-nbd or ferry run that has it open, and run ferry again; nothing was written")
+            }
             throw FerryError(.refused, "\(path) does not read as a \(format) container" + (said.isEmpty ? "" : ": " + said),
                              hint: "check it with `qemu-img check -f \(format) \(path)`; name another format with --source-format, or copy the file itself with --as-is")
         }

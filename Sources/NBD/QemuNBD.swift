@@ -15,6 +15,8 @@ public final class QemuNBD {
     public let directory: String
     public var socket: String { directory + "/sock" }
     public private(set) var pid: pid_t = 0
+    /// Serves the disk for writing (a destination), not read-only.
+    public private(set) var writable = false
 
     /// A qemu-utils program: `override` from the environment (tests), else the first `name` on
     /// PATH or in /usr/bin; not found names the package and what ferry needed it for.
@@ -34,7 +36,9 @@ public final class QemuNBD {
 
     /// Starts a server for `container` read as `format` (a qemu driver name: vdi, qcow2, vmdk,
     /// vpc, vhdx, qed). `direct` asks it to read with O_DIRECT (from the medium, not the cache).
-    public static func start(container: String, format: String, blockDevice: Bool, direct: Bool) throws -> QemuNBD {
+    /// `writable`: a destination ferry writes the disk into (zeroed ranges may be deallocated).
+    public static func start(container: String, format: String, blockDevice: Bool, direct: Bool,
+                             writable: Bool = false) throws -> QemuNBD {
         let program = try program()
         let options = try imageOptions(container, format: format, blockDevice: blockDevice, direct: direct)
         sweepStale()
@@ -44,6 +48,7 @@ public final class QemuNBD {
                              cause: .errno(errno))
         }
         let server = QemuNBD(container: container, format: format, directory: String(cString: made))
+        server.writable = writable
         do {
             try server.launch(program: program, options: options)
         } catch {
@@ -74,8 +79,8 @@ public final class QemuNBD {
 
     private func launch(program: String, options: String) throws {
         let log = directory + "/log"
-        let arguments = [program, "--fork", "--pid-file=\(directory)/pid", "--socket=\(socket)", "--read-only",
-                         "--shared=1", "--image-opts", options]
+        let arguments = [program, "--fork", "--pid-file=\(directory)/pid", "--socket=\(socket)"]
+            + (writable ? ["--discard=unmap"] : ["--read-only"]) + ["--shared=1", "--image-opts", options]
         // posix_spawn and waitpid, not Foundation's Process: the daemon --fork leaves behind
         // inherits whatever Process watches for the exit, and that wait would never end.
         var actions = posix_spawn_file_actions_t()
@@ -104,8 +109,13 @@ public final class QemuNBD {
         guard exited, code == 0 else {
             if let signal = Interrupts.received { throw Interrupts.error(signal, during: "starting qemu-nbd for \(container)") }
             let said = logText()
-            throw FerryError(.refused, "qemu-nbd cannot read \(container) as \(format)" + (said.isEmpty ? "" : ": " + said),
-                             hint: "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`); name another format with --source-format, or copy the file itself with --as-is")
+            if said.contains("lock") {
+                throw FerryError(.refused, "\(container) is in use by another program (qemu holds a lock on it: \(said))",
+                                 hint: "stop the VM, qemu-nbd or ferry run that has it open, and run ferry again; nothing was written")
+            }
+            throw FerryError(.refused, "qemu-nbd cannot \(writable ? "write" : "read") \(container) as \(format)" + (said.isEmpty ? "" : ": " + said),
+                             hint: writable ? "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`) and writable; nothing was written"
+                                            : "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`); name another format with --source-format, or copy the file itself with --as-is")
         }
         guard let text = try? String(contentsOfFile: directory + "/pid", encoding: .utf8),
               let p = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), p > 0 else {

@@ -103,17 +103,19 @@ public final class RepairTarget {
     public func drive(_ connection: Connection, log: (String) -> Void, progress: ProgressCounter) throws -> ResendResult {
         let run = try ledger.startRun(image: image.id, kind: .resend)
         return try ledger.recording(run) {
-            let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false, ledger: ledger)
+            // A disk copied into a qcow2 is repaired through the same kind of server it was written with.
+            let writer = DestinationWriter(path: path, chunkSize: image.chunkSize, writeZeros: false, ledger: ledger,
+                                           format: image.container?.format ?? "raw")
             try writer.open(expectedSize: image.size, source: nil)
             // Claimed (another ferry writing it was refused just now, by name). A resend writes
             // the live image: one that another program has open (a running VM) would lose that
             // program's writes to the bytes the copy had.
-            let holders = Footprint.holders(of: path)
+            let holders = Footprint.holders(of: path, excluding: writer.serverPid.map { [$0] } ?? [])
             guard holders.isEmpty else {
                 throw FerryError(.refused, "\(path) is open in \(holders.joined(separator: ", ")); a resend would overwrite what it writes",
                                  hint: "stop it (shut the VM down) and run the resend again; nothing was written")
             }
-            let reader = try ImageFile.openForReading(path, direct: true)
+            let reader = try writer.reader()
             let geometry = ChunkGeometry(size: plan.size, chunkSize: plan.chunkSize)
             let chunkBuf = AlignedBuffer(capacity: plan.chunkSize)
             // The sub-blocks of one chunk are gathered here and written in runs: a file system

@@ -56,6 +56,8 @@ public struct CopyRequest: Sendable, Equatable {
     public var asIs = false
     /// Pull: the source's container format (nil: from its header).
     public var sourceFormat: String?
+    /// Push: the destination's format, `raw` or `qcow2` (nil: raw; an older client sends none).
+    public var destFormat: String?
     /// Push: write zero chunks out instead of leaving holes.
     public var writeZeros = false
     /// Resume: the checkpoints the client's ledger holds for this transfer (nil: a fresh copy).
@@ -160,6 +162,7 @@ extension Request {
             r.compressLevel = f.compressLevel
             r.asIs = f.asIs
             r.sourceFormat = f.sourceFormat
+            r.destFormat = f.destFormat
             r.writeZeros = f.writeZeros
             r.resumeCheckpoints = f.resume ? f.checkpoints : nil
             r.verifyPrefix = f.verifyPrefix ?? false
@@ -224,6 +227,7 @@ struct RequestFrame: Codable {
     var live: Bool?
     var maxRate: UInt64?
     var sourceFormat: String?
+    var destFormat: String?
 
     init(_ r: Request) {
         switch r {
@@ -237,6 +241,7 @@ struct RequestFrame: Codable {
             peer = c.peer
             asIs = c.asIs
             sourceFormat = c.sourceFormat
+            destFormat = c.destFormat
             writeZeros = c.writeZeros
             compressLevel = c.compressLevel
             checkpointEvery = c.checkpointEvery

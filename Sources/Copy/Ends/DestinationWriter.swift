@@ -1,6 +1,7 @@
 import Chunks
 import Glibc
 import Ledger
+import NBD
 import ZFS
 
 /// The writing end of a copy: writes each chunk once, zero chunks as holes, records the chunk
@@ -10,7 +11,10 @@ public final class DestinationWriter {
     public let path: String
     public let identity: DeviceIdentity
     public let chunkSize: Int
-    public private(set) var file: ImageFile?
+    /// `raw`: the bytes go into the file or device as they are; `qcow2`: into the guest disk of
+    /// a qcow2 file, through ferry's own qemu-nbd.
+    public let format: String
+    public private(set) var file: (any WritableMedium)?
     private var record: EndRecord?
     public var imageId: Int64? { record?.imageId }
     /// The ledger run recording this copy at the destination end (started with the record).
@@ -34,8 +38,9 @@ public final class DestinationWriter {
     /// What became of the snapshot at completion: taken, or why not (nil: not on ZFS, or off).
     public private(set) var snapshot: SnapshotRecord?
 
-    public init(path: String, chunkSize: Int, writeZeros: Bool, ledger: Ledger? = nil) {
+    public init(path: String, chunkSize: Int, writeZeros: Bool, ledger: Ledger? = nil, format: String = "raw") {
         self.ledger = ledger
+        self.format = format
         self.path = path
         self.identity = DeviceIdentity.of(path)
         self.chunkSize = chunkSize
@@ -58,11 +63,58 @@ public final class DestinationWriter {
             return
         }
         if let source, source.kind != .nbd { try Self.refuseShared(source: source.path, destination: path) }
-        let f = try Self.openWritable(path)
-        try claim(f)
-        try checkFits(f, expectedSize)
+        let f = try openClaimed(create: nil)
         file = f
+        try checkFits(f, expectedSize)
     }
+
+    /// Opens and claims the destination: a raw file or device directly; a qcow2 through ferry's
+    /// writable qemu-nbd (created with `create` bytes of disk, or an existing one), whose image
+    /// lock is the claim.
+    private func openClaimed(create size: UInt64?) throws -> any WritableMedium {
+        guard format != "raw" else {
+            let f = try Self.openWritable(path)
+            try claim(f)
+            return f
+        }
+        do {
+            return try NBDImage.openForWriting(path, format: format, create: size)
+        } catch var e as FerryError where e.code == .refused && e.message.contains("lock") {
+            if let ledger, let holder = try? Self.holder(of: identity, in: ledger) { e.message += "; it is held by \(holder)" }
+            throw e
+        }
+    }
+
+    /// The format a destination is written in: `--dest-format` when given (raw or qcow2), else
+    /// qcow2 for a name ending in .qcow2, unless the source's own bytes are copied (`--as-is`,
+    /// `--source-format raw`): a qcow2 file copied as it is stays a file.
+    public static func format(for path: String, given: String?, sourceAsIs: Bool) throws -> String {
+        if let given {
+            guard given == "raw" || NBDImage.destinationFormats.contains(given) else {
+                throw FerryError(.usage, "ferry writes a destination as raw or qcow2, not '\(given)'",
+                                 hint: "--dest-format raw (the disk's bytes as they are) or --dest-format qcow2")
+            }
+            if given != "raw" && (path == "-" || NBDImage.isURI(path)) {
+                throw FerryError(.usage, "\(path) cannot be written as \(given): a \(given) destination is a file ferry creates or opens",
+                                 hint: "name a .\(given) file, or leave --dest-format out")
+            }
+            return given
+        }
+        return !sourceAsIs && path.lowercased().hasSuffix(".qcow2") ? "qcow2" : "raw"
+    }
+
+    /// What reads the destination back from the medium: the same connection for a qcow2 (its
+    /// qemu-nbd holds qemu's lock, so no second server could open it), else the file anew.
+    public func reader() throws -> any ImageMedium {
+        if let image = file as? NBDImage { return image }
+        return try ImageFile.openForReading(path, direct: true)
+    }
+
+    /// ferry's own qemu-nbd writing a qcow2 destination (not a holder of the image to warn about).
+    public var serverPid: pid_t? { (file as? NBDImage)?.serverPid }
+
+    /// The container record of a destination written into a container (nil: raw).
+    var containerRecord: ContainerRecord? { format == "raw" ? nil : ContainerRecord(format: format) }
 
     /// Opens the destination for writing; one that refuses writes (a read-only mount or loop
     /// device, `chattr +i`) is a refusal that says so, not an I/O failure of the medium.
@@ -78,7 +130,7 @@ public final class DestinationWriter {
 
     /// Claims the destination for this run; a refusal names the run holding it when this host's
     /// ledger knows it (a copy or resend still running, and its process alive).
-    private func claim(_ f: ImageFile) throws {
+    private func claim(_ f: any WritableMedium) throws {
         do {
             try f.claimForWriting()
         } catch var e as FerryError where e.code == .refused {
@@ -144,7 +196,11 @@ public final class DestinationWriter {
         }
     }
 
-    func checkFits(_ f: ImageFile, _ expectedSize: UInt64?) throws {
+    func checkFits(_ f: any WritableMedium, _ expectedSize: UInt64?) throws {
+        if f.format != "raw", let expectedSize, let size = f.size, size != expectedSize {
+            throw FerryError(.refused, "destination \(path) is a \(f.format) image of a \(size)-byte disk; the source's disk is \(expectedSize) bytes",
+                             hint: "name a new file (ferry creates the \(f.format) image with the right size), remove this one, or resize it (`qemu-img resize -f \(f.format) \(path) \(expectedSize)`); nothing was written")
+        }
         if f.kind == .blockDevice, let expectedSize, let size = f.size, size < expectedSize {
             throw FerryError(.refused, "destination \(path) holds \(size) bytes, smaller than the source's \(expectedSize)",
                              hint: "grow the device (e.g. zfs set volsize=...) or choose a larger one; nothing was written")
@@ -155,15 +211,21 @@ public final class DestinationWriter {
     /// (zero chunks stay holes; `complete` sets the final length), so a copy that fails leaves a
     /// file visibly shorter than its source, never one that looks whole. Called once the first
     /// chunk passed the source's checks.
+    /// A qcow2 destination that does not exist yet is created here with the source's size, and
+    /// zero chunks then need no write at all; an existing one of that size is written in place,
+    /// its zero chunks zeroed (deallocated where qemu can).
     public func beginFresh(expectedSize: UInt64?) throws {
         if file == nil {
-            let f = try Self.openWritable(path)
-            try claim(f)
-            file = f
+            if format != "raw" && expectedSize == nil {
+                throw FerryError(.usage, "\(path) would be created as a \(format) image of the source's size, and the source is a stream of unknown size",
+                                 hint: "give the stream's size with --size, or write a raw destination")
+            }
+            file = try openClaimed(create: format == "raw" ? nil : expectedSize)
+            if format != "raw" { regionIsHole = true }
         }
         guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }
         try checkFits(f, expectedSize)
-        if f.kind == .file {
+        if f.kind == .file && f.format == "raw" {
             try f.setLength(0)
             regionIsHole = true
         }
@@ -174,7 +236,8 @@ public final class DestinationWriter {
         record = try EndRecord.register(NewImage(role: .destination, identity: identity, kind: file.kind, size: size,
                                                  chunkSize: chunkSize, transferId: transferId, peer: peer, options: options,
                                                  stamp: file.stamp,
-                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil),
+                                                 medium: file.kind == .blockDevice ? Footprint.medium(rdev: file.device) : nil,
+                                                 container: containerRecord),
                                         in: ledger)
     }
 

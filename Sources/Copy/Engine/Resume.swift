@@ -160,11 +160,15 @@ extension DestinationWriter {
     /// medium of a sample of the copied chunks (all of them with `verifyPrefix`) matches the
     /// ledger: this end wrote past its checkpoint before it stopped, so its times say nothing.
     public func resume(ledger: Ledger, image: ImageRecord, at n: Int, verifyPrefix: Bool) throws -> (SHA256Hasher, String) {
+        guard (image.container?.format ?? "raw") == format else {
+            throw FerryError(.refused, "cannot resume: the interrupted copy wrote \(path) as \(image.container?.format ?? "raw"), this one would write it as \(format)",
+                             hint: "run --resume with the same --dest-format as the interrupted copy, or start over without --resume")
+        }
         if let recorded = image.stamp, let now = file?.stamp, now.device != recorded.device || now.inode != recorded.inode {
             throw FerryError(.refused, "cannot resume: \(path) is another file than the interrupted copy wrote (inode \(recorded.inode), now \(now.inode))",
                              hint: "start over without --resume, which copies everything again")
         }
-        let reader = try ImageFile.openForReading(path, direct: true)
+        let reader = try reader()
         reader.dropCache()   // the check below must read the medium
         let geometry = ChunkGeometry(size: image.size ?? UInt64.max, chunkSize: image.chunkSize)
         let result = try Resume.restore(ledger: ledger, image: image, at: n, what: "destination",
@@ -179,7 +183,7 @@ extension DestinationWriter {
                 throw FerryError(.refused, "cannot resume: chunk \(i) of \(path) could only be read from memory (another process keeps it mapped, and O_DIRECT was refused), so the part already copied cannot be checked",
                                  hint: "stop the program that maps \(path) and run the same ferry copy with --resume again")
             }
-            if got < want && reader.kind == .file { memset(buf.pointer + got, 0, want - got); return want }
+            if got < want && reader.kind == .file && reader.format == "raw" { memset(buf.pointer + got, 0, want - got); return want }
             return got
         }
         try reattach(ledger: ledger, image: image.id, upTo: n)

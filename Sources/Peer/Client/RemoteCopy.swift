@@ -24,6 +24,7 @@ public enum RemoteCopy {
                      settings: RemoteSettings, progress: ProgressCounter) throws -> CopyReport {
         let started = monotonicSeconds()
         let peer = "\(host):\(dst)"
+        _ = try options.destinationFormat(for: dst)   // a wrong --dest-format is refused before ssh starts
         let prior = try Resume.unfinished(options.resume, role: .source, path: src, peer: peer, ledger: ledger)
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
         let source = try SourceReader(path: src, chunkSize: chunkSize, asIs: options.asIs, sourceFormat: options.sourceFormat, expectedSize: options.streamSize,
@@ -58,8 +59,16 @@ public enum RemoteCopy {
         request.verifyPrefix = options.verifyPrefix
         request.timeout = settings.timeout
         request.snapshot = options.snapshot
+        let destFormat = try options.destinationFormat(for: dst)
+        request.destFormat = destFormat
         try conn.send(.request, Request.receive(request).encode())
         let ready = try JSONBody.decode(Ready.self, try conn.expect(.ready, log: Session.remoteLog), what: "ready")
+        // A far ferry that predates qcow2 destinations ignores the field and would write raw bytes
+        // into the .qcow2 file: stop before the first chunk, when it has written nothing.
+        guard (ready.format ?? "raw") == destFormat else {
+            throw FerryError(.refused, "the ferry on \(host) would write \(dst) as \(ready.format ?? "raw bytes"), not \(destFormat): it does not know --dest-format",
+                             hint: "install this ferry version on \(host) (or pass --dest-format raw); nothing was written")
+        }
 
         var start = 0
         var hasher = SHA256Hasher()
@@ -94,7 +103,7 @@ public enum RemoteCopy {
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(source.unreadable, reads: source.rescueReads)
         report.source.note(format: source.file.format, bytesRead: source.bytesRead)
-        report.destination.note(format: "raw")
+        report.destination.note(format: destFormat)
         report.destination.note(snapshot: far.snapshot, error: far.snapshotError)
         return report
     }
@@ -106,7 +115,8 @@ public enum RemoteCopy {
         let prior = try Resume.unfinished(options.resume, role: .destination, path: dst, peer: peer, ledger: ledger)
         let chunkSize = try prior.map { try Resume.chunkSize(of: $0, options: options) } ?? options.chunkSize
         try ledger.checkWritable()
-        let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger)
+        let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger,
+                                     format: try options.destinationFormat(for: dst))
         dest.takeSnapshot = options.snapshot
         return try endingRuns(of: [dest], in: ledger) {
             try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,
@@ -179,7 +189,7 @@ public enum RemoteCopy {
             seconds: monotonicSeconds() - started, resumeChecks: checks)
         report.noteUnreadable(dest.unreadable, reads: nil)
         report.source.note(format: ready.format, bytesRead: end.bytesRead)
-        report.destination.note(format: "raw")
+        report.destination.note(format: dest.format)
         report.destination.note(snapshot: dest.snapshot?.name, error: dest.snapshot?.error)
         return report
     }

@@ -65,7 +65,9 @@ public enum Server {
     /// Push: write the image at `request.path` from the client's chunk frames.
     static func receive(_ request: CopyRequest, conn: Connection, ledger: Ledger, log: @escaping (String) -> Void) throws {
         try ledger.checkWritable()
-        let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros, ledger: ledger)
+        let format = try DestinationWriter.format(for: request.path, given: request.destFormat ?? "raw", sourceAsIs: false)
+        let dest = DestinationWriter(path: request.path, chunkSize: request.chunkSize, writeZeros: request.writeZeros, ledger: ledger,
+                                     format: format)
         try endingRuns(of: [dest], in: ledger) { try receive(request, into: dest, conn: conn, ledger: ledger, log: log) }
     }
 
@@ -84,6 +86,7 @@ public enum Server {
         ready.resumeFrom = start
         ready.imageId = dest.imageId
         ready.io = dest.file?.mode.rawValue
+        ready.format = dest.format
         try conn.sendJSON(.ready, ready)
         // A fresh destination is truncated only when the first chunk arrives intact: a copy the
         // source side refuses (a disk-image container, say) leaves it untouched.
