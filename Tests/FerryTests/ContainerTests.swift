@@ -330,4 +330,185 @@ final class ContainerTests: FerryTestCase {
         XCTAssertEqual(lj.destination.sha256, digest)
         XCTAssertTrue(try sameBytes(here, raw, in: scratch))
     }
+
+    // MARK: qcow2 destinations
+
+    /// Guest bytes a qcow2 holds data for, and `qemu-img check` passes.
+    private func checkedQcow2(_ path: String, file: StaticString = #filePath, line: UInt = #line) throws -> UInt64 {
+        _ = try tool(["qemu-img", "check", "-q", "-f", "qcow2", path], file: file, line: line)
+        return try allocated(path, format: "qcow2")
+    }
+
+    /// VDI to qcow2, as a Proxmox directory storage keeps disks: ferry creates the image with the
+    /// disk's size, the disk inside it is the VDI's, zero chunks are not allocated, the ledger
+    /// records the destination as qcow2; verify reads it through qemu-nbd and finds exactly a
+    /// chunk changed inside it; resend repairs it through qemu-nbd.
+    func testQcow2DestinationIsCreatedVerifiedAndRepaired() throws {
+        let vdi = try makeContainer("vm-100.vdi", format: "vdi", size: 64 * Self.M, writes: Self.writes)
+        let raw = try converted(vdi, format: "vdi")
+        let digest = try sha256sum(raw, in: scratch)
+        let dst = scratch.file("vm-100-disk-0.qcow2")
+        let report = try copy(vdi, dst)
+        XCTAssertEqual(report.destination.format, "qcow2")
+        XCTAssertEqual(report.destination.sha256, digest)
+        XCTAssertTrue(report.digestsMatch)
+        XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), raw, in: scratch), "the qcow2 holds the VDI's disk")
+        let info = try jsonObject(try tool(["qemu-img", "info", "--output=json", dst]))
+        XCTAssertEqual(info["format"] as? String, "qcow2")
+        XCTAssertEqual(info["virtual-size"] as? Int, 64 * Self.M, "created with the disk's size")
+        // Chunks 1-3, 11 and 63 hold data; zero chunks (chunk 10 too) are left unallocated.
+        let data = try checkedQcow2(dst)
+        XCTAssertLessThanOrEqual(data, 5 * UInt64(Self.M), "only data chunks are allocated in the qcow2")
+        XCTAssertGreaterThanOrEqual(data, 3 * UInt64(Self.M))
+
+        let show = try ferry(["ledger", "show", String(try XCTUnwrap(report.destination.imageId)), "--json", "--ledger", ledger])
+        XCTAssertEqual(show.status, 0, show.summary)
+        let container = try XCTUnwrap((try jsonObject(show)["image"] as? [String: Any])?["container"] as? [String: Any], show.out)
+        XCTAssertEqual(container["format"] as? String, "qcow2")
+
+        let (ok, okReport) = try verify(dst)
+        XCTAssertEqual(ok.status, 0, ok.summary)
+        XCTAssertEqual(okReport?.format, "qcow2")
+        XCTAssertEqual(okReport?.imageId, report.destination.imageId)
+        _ = try tool(["qemu-io", "-f", "qcow2", "-c", "write -P 0xee 2M 4k", dst])
+        let (bad, badReport) = try verify(dst)
+        XCTAssertEqual(bad.status, 1, bad.summary)
+        XCTAssertEqual(badReport?.badRanges, [BadRangeJSON(offset: 2 * UInt64(Self.M), length: UInt64(Self.M), firstChunk: 2, lastChunk: 2)])
+
+        let resend = try ferry(["resend", vdi, dst, "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(resend.status, 0, resend.summary)
+        XCTAssertFalse(resend.stderr.contains("is open in"), "ferry's own qemu-nbd is not a holder: " + resend.summary)
+        XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), raw, in: scratch), "the repair went into the disk inside")
+        _ = try checkedQcow2(dst)
+        XCTAssertEqual(try verify(dst).0.status, 0)
+    }
+
+    /// What a qcow2 destination refuses, each before a byte is written: an existing qcow2 of
+    /// another size, a .qcow2 file that is not a qcow2, a stream of unknown size, an image qemu
+    /// holds a lock on (a running VM), an unknown format. An existing qcow2 of the right size is
+    /// written in place, its zero chunks zeroed; --as-is copies a file's bytes, even to *.qcow2.
+    func testQcow2DestinationRefusalsAndChoices() throws {
+        let vdi = try makeContainer("src.vdi", format: "vdi", size: 64 * Self.M, writes: Self.writes)
+        let raw = try converted(vdi, format: "vdi")
+
+        let wrongSize = try makeContainer("small.qcow2", format: "qcow2", size: 32 * Self.M, writes: ["write -P 0x33 0 1M"])
+        let before = try sha256sum(wrongSize, in: scratch)
+        var r = try ferry(["copy", vdi, wrongSize, "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(r.status, 5, r.summary)
+        XCTAssertTrue(r.stderr.contains("33554432") && r.stderr.contains("67108864"), r.summary)
+        XCTAssertEqual(try sha256sum(wrongSize, in: scratch), before, "the wrong-size qcow2 is untouched")
+
+        let notQcow2 = scratch.file("plain.qcow2")
+        try writeImage(notQcow2, [.random(Self.M)], seed: 5)
+        let plainBefore = try sha256sum(notQcow2, in: scratch)
+        r = try ferry(["copy", vdi, notQcow2, "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(r.status, 5, r.summary)
+        XCTAssertTrue(r.stderr.contains("not a qcow2 image"), r.summary)
+        XCTAssertEqual(try sha256sum(notQcow2, in: scratch), plainBefore, "a file that is not a qcow2 is untouched")
+
+        let streamed = scratch.file("streamed.qcow2")
+        r = try ferry(["copy", "-", streamed, "--progress", "none", "--ledger", ledger], stdin: raw)
+        XCTAssertEqual(r.status, 64, r.summary)
+        XCTAssertTrue(r.stderr.contains("--size"), r.summary)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: streamed), "nothing was created")
+        r = try ferry(["copy", "-", streamed, "--size", "64M", "--json", "--progress", "none", "--ledger", ledger], stdin: raw)
+        XCTAssertEqual(r.status, 0, r.summary)
+        XCTAssertEqual(try decode(CopyJSON.self, r.stdout).destination.format, "qcow2")
+        XCTAssertTrue(try sameBytes(try converted(streamed, format: "qcow2"), raw, in: scratch))
+
+        // An existing qcow2 of the right size holding other data: written in place, and where the
+        // source has zeros it now reads zeros.
+        let reused = try makeContainer("reused.qcow2", format: "qcow2", size: 64 * Self.M,
+                                       writes: ["write -P 0x77 0 64M"])
+        let again = try copy(vdi, reused)
+        XCTAssertEqual(again.destination.format, "qcow2")
+        XCTAssertTrue(try sameBytes(try converted(reused, format: "qcow2"), raw, in: scratch), "old data under zero chunks was zeroed")
+        XCTAssertLessThanOrEqual(try checkedQcow2(reused), 5 * UInt64(Self.M), "zeroed chunks were deallocated")
+
+        // Held by another program: a qemu-nbd this test runs stands for a running VM.
+        let held = try makeContainer("held.qcow2", format: "qcow2", size: 64 * Self.M, writes: [])
+        let socket = scratch.file("holder.sock")
+        _ = try tool(["qemu-nbd", "--fork", "--persistent", "--socket=\(socket)", "--pid-file=\(scratch.file("holder.pid"))",
+                      "-f", "qcow2", held])
+        let holder = Int32(try String(contentsOfFile: scratch.file("holder.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        r = try ferry(["copy", vdi, held, "--progress", "none", "--ledger", ledger])
+        kill(holder, SIGTERM)
+        for _ in 0..<100 where kill(holder, 0) == 0 { usleep(20_000) }
+        XCTAssertEqual(r.status, 5, r.summary)
+        XCTAssertTrue(r.stderr.contains("in use by another program"), r.summary)
+        XCTAssertEqual(try allocated(held, format: "qcow2"), 0, "nothing was written into the held image")
+
+        // --as-is copies the VDI file's own bytes, to a file named .qcow2 too; --dest-format vdi is no format ferry writes.
+        let asIs = scratch.file("asis.qcow2")
+        let plain = try copy(vdi, asIs, ["--as-is"])
+        XCTAssertEqual(plain.destination.format, "raw")
+        XCTAssertTrue(try sameBytes(asIs, vdi, in: scratch))
+        r = try ferry(["copy", vdi, scratch.file("x.vdi"), "--dest-format", "vdi", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(r.status, 64, r.summary)
+        let forced = try copy(vdi, scratch.file("disk.img"), ["--dest-format", "qcow2"])
+        XCTAssertEqual(forced.destination.format, "qcow2")
+        XCTAssertTrue(try sameBytes(try converted(scratch.file("disk.img"), format: "qcow2"), raw, in: scratch))
+    }
+
+    /// A copy into a qcow2 stopped mid-way (SIGTERM) resumes: the destination's copied chunks are
+    /// re-read through qemu-nbd, the rest written, and the qcow2 holds the whole disk. A resume
+    /// that would write the same file raw is refused.
+    func testQcow2DestinationResumes() throws {
+        let (vdi, base) = try makeBigVDI()
+        let dst = scratch.file("big.qcow2")
+        let copyRun = try start([TestPaths.ferry, "copy", vdi, dst, "--progress", "none", "--checkpoint", "16M", "--ledger", ledger],
+                                in: scratch)
+        let stopped = once(dst, holds: 48 * UInt64(Self.M), during: copyRun) { kill(copyRun.pid, SIGTERM) == 0 }
+        let r = copyRun.wait()
+        guard stopped else {
+            XCTFail("the copy ended before it could be stopped: " + r.summary)
+            return
+        }
+        XCTAssertEqual(r.status, 143, r.summary)
+        let raw = try ferry(["copy", vdi, dst, "--resume", "--dest-format", "raw", "--progress", "none", "--ledger", ledger])
+        XCTAssertEqual(raw.status, 5, raw.summary)
+        XCTAssertTrue(raw.stderr.contains("as qcow2"), raw.summary)
+        let resumed = try copy(vdi, dst, ["--resume"])
+        XCTAssertNotNil(resumed.resumedFromChunk, "the copy resumed from a checkpoint")
+        XCTAssertEqual(resumed.destination.sha256, try sha256sum(base, in: scratch))
+        XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), base, in: scratch))
+        _ = try checkedQcow2(dst)
+        XCTAssertEqual(try verify(dst).0.status, 0)
+    }
+
+    /// Over ssh: a push into a qcow2 on the far host (as `ferry copy vm.vdi root@pve:...qcow2`),
+    /// verified and repaired there; a pull into a local qcow2.
+    func testQcow2DestinationOverSSH() throws {
+        let sshd: PrivateSSHD
+        do { sshd = try PrivateSSHD() } catch let e as SSHDUnavailable { try skipUnlessRequired("no sshd: \(e.reason)") }
+        defer { sshd.stop() }
+        let options = remoteOptions(sshd.rsh)
+        let vdi = try makeContainer("vm.vdi", format: "vdi", size: 64 * Self.M, writes: Self.writes)
+        let raw = try converted(vdi, format: "vdi")
+        let digest = try sha256sum(raw, in: scratch)
+
+        let far = scratch.file("far-disk.qcow2")
+        let push = try ferry(["copy", vdi, "\(sshd.host):\(far)", "--json", "--progress", "none", "--ledger", ledger] + options)
+        XCTAssertEqual(push.status, 0, push.summary)
+        let pj = try decode(CopyJSON.self, push.stdout)
+        XCTAssertEqual(pj.destination.format, "qcow2")
+        XCTAssertEqual(pj.destination.sha256, digest)
+        XCTAssertTrue(try sameBytes(try converted(far, format: "qcow2"), raw, in: scratch))
+        XCTAssertLessThanOrEqual(try checkedQcow2(far), 5 * UInt64(Self.M))
+
+        _ = try tool(["qemu-io", "-f", "qcow2", "-c", "write -P 0xee 12M 4k", far])
+        let farVerify = try ferry(["verify", "\(sshd.host):\(far)", "--json", "--progress", "none", "--ledger", ledger] + options)
+        XCTAssertEqual(farVerify.status, 1, farVerify.summary)
+        let resend = try ferry(["resend", vdi, "\(sshd.host):\(far)", "--progress", "none", "--ledger", ledger] + options)
+        XCTAssertEqual(resend.status, 0, resend.summary)
+        XCTAssertTrue(try sameBytes(try converted(far, format: "qcow2"), raw, in: scratch))
+
+        let here = scratch.file("pulled.qcow2")
+        let pull = try ferry(["copy", "\(sshd.host):\(vdi)", here, "--json", "--progress", "none", "--ledger", ledger] + options)
+        XCTAssertEqual(pull.status, 0, pull.summary)
+        let lj = try decode(CopyJSON.self, pull.stdout)
+        XCTAssertEqual(lj.destination.format, "qcow2")
+        XCTAssertEqual(lj.destination.sha256, digest)
+        XCTAssertTrue(try sameBytes(try converted(here, format: "qcow2"), raw, in: scratch))
+    }
 }
