@@ -35,7 +35,9 @@ struct ResendCommand: ParsableCommand {
 
             Either SRC or DST may be [user@]host:path (the same transport as `ferry copy`). A \
             SRC that is a VDI, qcow2, VMDK, VHD or VHDX file copied as the disk inside it is read \
-            the same way again (a private read-only qemu-nbd), as is an NBD URI.
+            the same way again (a private read-only qemu-nbd), as is an NBD URI. A DST copied \
+            into a qcow2 is repaired through a private writable qemu-nbd: the sub-blocks are \
+            written into the disk inside it, flushed, and read back through the same server.
 
             AUDIT, THEN REPAIR:
               ferry verify root@pve:/dev/zvol/rpool/data/vm-100-disk-0     # exit 1: 3 bad ranges

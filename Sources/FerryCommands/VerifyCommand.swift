@@ -60,7 +60,8 @@ struct VerifyCommand: ParsableCommand {
             file that was copied as the disk inside it against its source record, reading it the \
             same way (a private read-only qemu-nbd with O_DIRECT, zero extents not read): the \
             last audit before the old disks are wiped. An NBD export copied by its URI is \
-            verified under the same URI. --json gives `format`.
+            verified under the same URI. --json gives `format`. A qcow2 DESTINATION (a copy \
+            into *.qcow2) is read the same way, as the disk inside it.
 
             Exit status (--all: 1 when any image is not intact, else the first error's status): 0 when every chunk matched, 1 when corruption, an unstable chunk, a size change or ranges unreadable at copy time were found, \
             5 when chunks could only be read from memory, \

@@ -16,11 +16,13 @@ final class RequestTests: XCTestCase {
         copy.compressLevel = 3
         var resumed = copy
         resumed.resumeCheckpoints = [256, 512]
+        var qcow2 = copy
+        qcow2.destFormat = "qcow2"
         var pull = copy
         pull.asIs = true
         pull.size = nil
         let requests: [Request] = [
-            .receive(copy), .receive(resumed), .send(pull),
+            .receive(copy), .receive(resumed), .receive(qcow2), .send(pull),
             .verify(VerifyRequest(path: "/srv/disk.raw", ledger: "/var/lib/ferry/ledger.db", imageId: 7)),
             .resendReceive(RepairRequest(path: "/d", ledger: nil, imageId: nil, verifyFirst: true, subBlockSize: 65536, peer: "h:/s")),
             .resendSend(SupplyRequest(path: "/s", ledger: nil, plan: Self.plan, force: true, peer: "h:/d")),
