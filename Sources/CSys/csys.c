@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "csys.h"
 #include <errno.h>
+#include <stdio.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <string.h>
@@ -120,4 +121,24 @@ int csys_ofd_trylock(int fd) {
    everyone else's. Returns 0, or -1 with errno. */
 int csys_ioprio_idle(void) {
     return (int)syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
+}
+
+/* Gives `from` the name `to` unless `to` exists (then -1 with EEXIST): renameat2 with
+   RENAME_NOREPLACE, or where the file system lacks it, link then unlink (also never replaces). */
+int csys_rename_noreplace(const char *from, const char *to) {
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -1;
+    if (link(from, to) != 0) return -1;
+    return unlink(from);
+}
+
+/* fsync of a folder, so a name just created or renamed in it survives a crash. */
+int csys_fsync_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
 }

@@ -35,7 +35,13 @@ public struct CopyOptions: Sendable {
 
     /// The format the destination at `path` is written in (see `DestinationWriter.format`).
     public func destinationFormat(for path: String) throws -> String {
-        try DestinationWriter.format(for: path, given: destFormat, sourceAsIs: asIs || sourceFormat == "raw")
+        // --source-format raw reads a raw disk whose first sector only looks like a container:
+        // whether the .qcow2 name means a qcow2 of it is the user's to say.
+        if destFormat == nil && !asIs && sourceFormat == "raw" && path.lowercased().hasSuffix(".qcow2") {
+            throw FerryError(.usage, "--source-format raw with a destination named .qcow2: say how to write \(path)",
+                             hint: "add --dest-format qcow2 (the source's bytes as the disk inside a qcow2) or --dest-format raw (a plain file)")
+        }
+        return try DestinationWriter.format(for: path, given: destFormat, sourceAsIs: asIs)
     }
 }
 

@@ -45,6 +45,7 @@ public enum LocalCopy {
 
         if let r = resumeFrom, let n = try ledger.checkpointCounts(image: r.dst.id).first, n > 0 {
             transferId = r.dst.transferId
+            try dest.checkResumable(r.dst)
             try dest.open(expectedSize: source.size, source: source.file)
             begun = true
             let srcCheck: String, dstCheck: String

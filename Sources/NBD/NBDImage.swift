@@ -247,7 +247,8 @@ public struct ContainerLayout: Sendable, Equatable {
     public var allocatedBytes: UInt64
 
     /// Runs `qemu-img ARGS`; its stdout, or a refusal quoting what it said.
-    static func qemuImg(_ args: [String], path: String, format: String) throws -> Data {
+    /// `failing`: what a refusal says went wrong (default: the file does not read as `format`).
+    static func qemuImg(_ args: [String], path: String, format: String, failing: String? = nil) throws -> Data {
         let program = try QemuNBD.tool("qemu-img", override: "FERRY_QEMU_IMG", neededFor: "checks a container with it before reading it")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: program)
@@ -268,11 +269,8 @@ public struct ContainerLayout: Sendable, Equatable {
         errDone.wait()
         guard process.terminationStatus == 0 else {
             let said = String(decoding: errSink.data, as: UTF8.self).split(separator: "\n").map { $0.replacingOccurrences(of: "qemu-img: ", with: "") }.joined(separator: "; ")
-            if said.contains("lock") {
-                throw FerryError(.refused, "\(path) is in use by another program (qemu holds a lock on it: \(said))",
-                                 hint: "stop the VM, qemu-nbd or ferry run that has it open, and run ferry again; nothing was written")
-            }
-            throw FerryError(.refused, "\(path) does not read as a \(format) container" + (said.isEmpty ? "" : ": " + said),
+            if QemuNBD.isLockConflict(said) { throw QemuNBD.inUse(path, said) }
+            throw FerryError(.refused, (failing ?? "\(path) does not read as a \(format) container") + (said.isEmpty ? "" : ": " + said),
                              hint: "check it with `qemu-img check -f \(format) \(path)`; name another format with --source-format, or copy the file itself with --as-is")
         }
         return data

@@ -17,8 +17,9 @@ extension NBDImage: WritableMedium {
         guard destinationFormats.contains(format) else {
             throw FerryError(.usage, "ferry writes a destination as raw or qcow2, not \(format)", hint: "use --dest-format raw or --dest-format qcow2")
         }
+        var made: stat?
         if let size {
-            try createImage(path, format: format, size: size)
+            made = try createImage(path, format: format, size: size)
         } else {
             let probe = try ImageFile.openForReading(path, direct: false)
             defer { probe.close() }
@@ -27,23 +28,50 @@ extension NBDImage: WritableMedium {
                                  hint: "remove it (ferry then creates the \(format) image), name a new file, or pass --dest-format raw to write the raw disk into it; nothing was written")
             }
         }
-        let image = try openContainer(path, format: format, writable: true, inspect: size == nil)
-        image.fresh = size != nil
-        return image
+        do {
+            let image = try openContainer(path, format: format, writable: true, inspect: size == nil)
+            image.fresh = size != nil
+            return image
+        } catch let e as FerryError {
+            // An image made just now that no server would open is removed, unless another
+            // program holds it (its lock refused ours): then it is that program's now.
+            if let made, !QemuNBD.isInUse(e) { removeIfStill(path, made) }
+            throw e
+        }
+    }
+
+    /// Removes `path` only while it is still the file ferry created (the same inode).
+    static func removeIfStill(_ path: String, _ made: stat) {
+        var now = stat()
+        if lstat(path, &now) == 0 && now.st_dev == made.st_dev && now.st_ino == made.st_ino { unlink(path) }
     }
 
     /// `qemu-img create -f FORMAT PATH SIZE`: an image with no data allocated, so zero chunks
     /// need no write at all.
-    static func createImage(_ path: String, format: String, size: UInt64) throws {
+    /// The file is created here first, exclusively: two copies starting onto one new name cannot
+    /// both create it (the second is refused, and never removes the first one's image).
+    static func createImage(_ path: String, format: String, size: UInt64) throws -> stat {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            if errno == EEXIST {
+                throw FerryError(.refused, "\(path) appeared while ferry was about to create it: another program is making it",
+                                 hint: "check what else writes there (another ferry copy?) and run ferry again; nothing was written")
+            }
+            throw FerryError.syscall("cannot create", path: path)
+        }
+        var made = stat()
+        fstat(fd, &made)
+        Glibc.close(fd)
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         do {
-            _ = try ContainerLayout.qemuImg(["create", "-q", "-f", format, absolute, String(size)], path: path, format: format)
+            _ = try ContainerLayout.qemuImg(["create", "-q", "-f", format, absolute, String(size)], path: path, format: format,
+                                            failing: "cannot create the \(format) image \(path)")
         } catch var e as FerryError {
-            unlink(path)   // a half-made image is not left behind looking like a destination
-            e.message = "cannot create the \(format) image \(path): " + e.message
-            e.hint = "check the folder is writable and has room; nothing was written"
+            removeIfStill(path, made)   // a half-made image is not left behind looking like a destination
+            if !QemuNBD.isInUse(e) { e.hint = "check the folder is writable and has room; nothing was written" }
             throw e
         }
+        return made
     }
 
     public func write(from buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws {

@@ -109,10 +109,7 @@ public final class QemuNBD {
         guard exited, code == 0 else {
             if let signal = Interrupts.received { throw Interrupts.error(signal, during: "starting qemu-nbd for \(container)") }
             let said = logText()
-            if said.contains("lock") {
-                throw FerryError(.refused, "\(container) is in use by another program (qemu holds a lock on it: \(said))",
-                                 hint: "stop the VM, qemu-nbd or ferry run that has it open, and run ferry again; nothing was written")
-            }
+            if Self.isLockConflict(said) { throw Self.inUse(container, said) }
             throw FerryError(.refused, "qemu-nbd cannot \(writable ? "write" : "read") \(container) as \(format)" + (said.isEmpty ? "" : ": " + said),
                              hint: writable ? "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`) and writable; nothing was written"
                                             : "check that the file is a complete \(format) image (`qemu-img check -f \(format) \(container)`); name another format with --source-format, or copy the file itself with --as-is")
@@ -123,6 +120,24 @@ public final class QemuNBD {
         }
         pid = p
     }
+
+    /// Whether qemu's words say another program holds the image (its lock refused ours). Matched
+    /// on qemu's own phrases, never on a bare "lock", which a path may contain.
+    static func isLockConflict(_ said: String) -> Bool {
+        (said.contains("Failed to get \"") && said.contains("\" lock")) || said.contains("Is another process using the image")
+            || said.contains("Failed to lock byte")
+    }
+
+    static let inUseWords = "is in use by another program (qemu holds a lock on it"
+
+    /// The refusal for an image another program holds.
+    static func inUse(_ path: String, _ said: String) -> FerryError {
+        FerryError(.refused, "\(path) \(inUseWords): \(said))",
+                   hint: "stop the VM, qemu-nbd or ferry run that has it open, and run ferry again; nothing was written")
+    }
+
+    /// Whether `error` is that refusal.
+    public static func isInUse(_ error: FerryError) -> Bool { error.code == .refused && error.message.contains(inUseWords) }
 
     /// What qemu-nbd printed on stderr, on one line.
     public func logText() -> String {

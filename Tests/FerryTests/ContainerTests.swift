@@ -353,6 +353,7 @@ final class ContainerTests: FerryTestCase {
         XCTAssertEqual(report.destination.sha256, digest)
         XCTAssertTrue(report.digestsMatch)
         XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), raw, in: scratch), "the qcow2 holds the VDI's disk")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.file(".vm-100-disk-0.qcow2.ferry-partial")))
         let info = try jsonObject(try tool(["qemu-img", "info", "--output=json", dst]))
         XCTAssertEqual(info["format"] as? String, "qcow2")
         XCTAssertEqual(info["virtual-size"] as? Int, 64 * Self.M, "created with the disk's size")
@@ -411,6 +412,18 @@ final class ContainerTests: FerryTestCase {
         XCTAssertEqual(r.status, 64, r.summary)
         XCTAssertTrue(r.stderr.contains("--size"), r.summary)
         XCTAssertFalse(FileManager.default.fileExists(atPath: streamed), "nothing was created")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.file(".streamed.qcow2.ferry-partial")))
+        // A disk of a size qcow2 cannot hold exactly (not whole 512-byte sectors) is refused
+        // before anything is created, from a stream or a file.
+        let odd = scratch.file("odd.raw")
+        try writeImage(odd, [.random(1_000_001)], seed: 9)
+        for extra in [["-", "--size", "1000001"], [odd]] {
+            r = try ferry(["copy"] + [extra[0], scratch.file("odd.qcow2")] + extra.dropFirst() + ["--progress", "none", "--ledger", ledger],
+                          stdin: odd)
+            XCTAssertEqual(r.status, 5, r.summary)
+            XCTAssertTrue(r.stderr.contains("512-byte sectors"), r.summary)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.contains("odd.qcow2") }, [])
+        }
         r = try ferry(["copy", "-", streamed, "--size", "64M", "--json", "--progress", "none", "--ledger", ledger], stdin: raw)
         XCTAssertEqual(r.status, 0, r.summary)
         XCTAssertEqual(try decode(CopyJSON.self, r.stdout).destination.format, "qcow2")
@@ -450,29 +463,51 @@ final class ContainerTests: FerryTestCase {
         XCTAssertTrue(try sameBytes(try converted(scratch.file("disk.img"), format: "qcow2"), raw, in: scratch))
     }
 
-    /// A copy into a qcow2 stopped mid-way (SIGTERM) resumes: the destination's copied chunks are
-    /// re-read through qemu-nbd, the rest written, and the qcow2 holds the whole disk. A resume
-    /// that would write the same file raw is refused.
+    /// A copy into a qcow2 whose qemu-nbd dies mid-way (SIGKILL) fails naming the image and the
+    /// server; while it ran, a second copy onto the same qcow2 was refused (qemu's lock).
+    /// --resume re-reads the copied chunks through a new server and
+    /// finishes; a resume that would write the same file raw is refused.
     func testQcow2DestinationResumes() throws {
         let (vdi, base) = try makeBigVDI()
         let dst = scratch.file("big.qcow2")
+        let partial = scratch.file(".big.qcow2.ferry-partial")
         let copyRun = try start([TestPaths.ferry, "copy", vdi, dst, "--progress", "none", "--checkpoint", "16M", "--ledger", ledger],
                                 in: scratch)
-        let stopped = once(dst, holds: 48 * UInt64(Self.M), during: copyRun) { kill(copyRun.pid, SIGTERM) == 0 }
+        var second: RunResult?
+        let killed = once(partial, holds: 48 * UInt64(Self.M), during: copyRun) {
+            guard let server = strayServers().first(where: { $0.contains("big.qcow2") }),
+                  let pid = Int32(server.prefix(while: { $0 != ":" })) else { return false }
+            // Held still while the second copy tries, so the first cannot finish meanwhile. (The
+            // second keeps a ledger of its own: the first may be stopped inside a transaction.)
+            kill(copyRun.pid, SIGSTOP)
+            second = try? ferry(["copy", vdi, dst, "--progress", "none", "--ledger", scratch.file("second.db")])
+            kill(pid, SIGKILL)
+            kill(copyRun.pid, SIGCONT)
+            return true
+        }
         let r = copyRun.wait()
-        guard stopped else {
-            XCTFail("the copy ended before it could be stopped: " + r.summary)
+        guard killed, let second else {
+            XCTFail("the copy ended before its qemu-nbd could be killed: " + r.summary)
             return
         }
-        XCTAssertEqual(r.status, 143, r.summary)
+        XCTAssertEqual(second.status, 5, "a second writer is refused: " + second.summary)
+        XCTAssertTrue(second.stderr.contains("in use by another program"), second.summary)
+        XCTAssertEqual(r.status, 4, r.summary)
+        let last = r.errLines.last ?? ""
+        XCTAssertTrue(last.contains(partial) && last.contains("offset") && last.contains("qemu-nbd"), r.summary)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dst), "an incomplete image never has the name a VM would boot")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: partial))
         let raw = try ferry(["copy", vdi, dst, "--resume", "--dest-format", "raw", "--progress", "none", "--ledger", ledger])
         XCTAssertEqual(raw.status, 5, raw.summary)
         XCTAssertTrue(raw.stderr.contains("as qcow2"), raw.summary)
         let resumed = try copy(vdi, dst, ["--resume"])
         XCTAssertNotNil(resumed.resumedFromChunk, "the copy resumed from a checkpoint")
         XCTAssertEqual(resumed.destination.sha256, try sha256sum(base, in: scratch))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: partial), "the complete image took its name")
         XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), base, in: scratch))
-        _ = try checkedQcow2(dst)
+        // A server killed outright may leak clusters (exit 3), never corrupt the image (exit 2).
+        let check = try runProcess(["/usr/bin/qemu-img", "check", "-q", "-f", "qcow2", dst], in: scratch)
+        XCTAssertTrue([0, 3].contains(check.status), check.summary)
         XCTAssertEqual(try verify(dst).0.status, 0)
     }
 

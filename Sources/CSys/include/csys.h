@@ -32,6 +32,8 @@ int csys_memory_backed(int fd);
 /// (F_OFD_SETLK): another process, or another open of the file, cannot take it while this
 /// description is open. 0, or -1 with errno (EAGAIN or EACCES: held elsewhere).
 int csys_ofd_trylock(int fd);
+int csys_rename_noreplace(const char *from, const char *to);
+int csys_fsync_dir(const char *path);
 int csys_ioprio_idle(void);
 
 /// The commit this binary was built from (FERRY_COMMIT at build time), or "unknown".

@@ -1,3 +1,4 @@
+import CSys
 import Chunks
 import Glibc
 import Ledger
@@ -60,34 +61,68 @@ public final class DestinationWriter {
         // fails before its first chunk (a refused source, an incompatible peer) leaves nothing.
         if path != "-" && access(path, F_OK) != 0 {
             try Self.checkCreatable(path)
+            try checkSectors(expectedSize)
+            // An earlier attempt's image under its partial name: a resume continues it, a fresh
+            // copy writes it in place (its lock refuses it while that attempt still runs).
+            Self.removeAbandoned(partialPath)
+            if format != "raw" && access(partialPath, F_OK) == 0 {
+                let f = try openClaimed(at: partialPath, create: nil)
+                file = f
+                try checkFits(f, expectedSize)
+            }
             return
         }
         if let source, source.kind != .nbd { try Self.refuseShared(source: source.path, destination: path) }
-        let f = try openClaimed(create: nil)
+        try checkSectors(expectedSize)
+        let f = try openClaimed(at: path, create: nil)
         file = f
         try checkFits(f, expectedSize)
+    }
+
+    /// Where a qcow2 that ferry creates is written until the copy is complete: `.NAME.ferry-partial`
+    /// beside NAME. Only a complete, flushed image takes the name a VM would boot.
+    public var partialPath: String {
+        let folder = Self.folder(of: path)
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return (folder == "." && !path.hasPrefix("./") ? "" : folder + (folder == "/" ? "" : "/")) + "." + name + ".ferry-partial"
+    }
+
+    /// An empty partial image older than a minute was left by a ferry stopped between creating
+    /// the file and writing its header: nothing is in it, and it would block every later copy.
+    static func removeAbandoned(_ partial: String) {
+        var st = stat()
+        guard lstat(partial, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size == 0,
+              time(nil) - st.st_mtim.tv_sec > 60 else { return }
+        unlink(partial)
+    }
+
+    /// A qcow2 disk is whole 512-byte sectors: a source of another size cannot be held exactly.
+    func checkSectors(_ expectedSize: UInt64?) throws {
+        guard format != "raw", let expectedSize, expectedSize % 512 != 0 else { return }
+        throw FerryError(.refused, "the source is \(expectedSize) bytes, not a whole number of 512-byte sectors, so a \(format) image cannot hold it exactly (qemu would round its disk up)",
+                         hint: "write a raw destination (--dest-format raw); nothing was written")
     }
 
     /// Opens and claims the destination: a raw file or device directly; a qcow2 through ferry's
     /// writable qemu-nbd (created with `create` bytes of disk, or an existing one), whose image
     /// lock is the claim.
-    private func openClaimed(create size: UInt64?) throws -> any WritableMedium {
+    private func openClaimed(at target: String, create size: UInt64?) throws -> any WritableMedium {
         guard format != "raw" else {
-            let f = try Self.openWritable(path)
+            let f = try Self.openWritable(target)
             try claim(f)
             return f
         }
         do {
-            return try NBDImage.openForWriting(path, format: format, create: size)
-        } catch var e as FerryError where e.code == .refused && e.message.contains("lock") {
+            return try NBDImage.openForWriting(target, format: format, create: size)
+        } catch var e as FerryError where QemuNBD.isInUse(e) {
             if let ledger, let holder = try? Self.holder(of: identity, in: ledger) { e.message += "; it is held by \(holder)" }
             throw e
         }
     }
 
     /// The format a destination is written in: `--dest-format` when given (raw or qcow2), else
-    /// qcow2 for a name ending in .qcow2, unless the source's own bytes are copied (`--as-is`,
-    /// `--source-format raw`): a qcow2 file copied as it is stays a file.
+    /// qcow2 for a name ending in .qcow2, unless a file's own bytes are copied (`--as-is`): a
+    /// qcow2 file copied as it is stays a file.
     public static func format(for path: String, given: String?, sourceAsIs: Bool) throws -> String {
         if let given {
             guard given == "raw" || NBDImage.destinationFormats.contains(given) else {
@@ -220,7 +255,8 @@ public final class DestinationWriter {
                 throw FerryError(.usage, "\(path) would be created as a \(format) image of the source's size, and the source is a stream of unknown size",
                                  hint: "give the stream's size with --size, or write a raw destination")
             }
-            file = try openClaimed(create: format == "raw" ? nil : expectedSize)
+            try checkSectors(expectedSize)
+            file = try openClaimed(at: format == "raw" ? path : partialPath, create: format == "raw" ? nil : expectedSize)
             if format != "raw" { regionIsHole = true }
         }
         guard let f = file else { throw FerryError(.io, "destination \(path) is not open") }
@@ -296,10 +332,26 @@ public final class DestinationWriter {
         guard let file else { throw FerryError(.io, "destination \(path) is not open") }
         if file.kind == .file && (file.size ?? 0) != size { try file.setLength(size) }
         try file.sync()
+        if file.path != path { try publish(file.path) }
         if takeSnapshot, let id = record?.imageId, let transferId = try ledger.image(id)?.transferId {
             snapshot = Self.snapshot(path: path, isBlockDevice: file.kind == .blockDevice, transferId: transferId, ledger: ledger, image: id)
         }
         return try record?.complete(in: ledger, size: size, digest: digest, snapshot: snapshot) ?? .zero
+    }
+
+    /// Gives the image written under `partial` its name, once it is whole and flushed: never over
+    /// a file that appeared under that name meanwhile. The folder is synced, so the name lasts.
+    func publish(_ partial: String) throws {
+        guard csys_rename_noreplace(partial, path) == 0 else {
+            if errno == EEXIST {
+                throw FerryError(.refused, "\(path) appeared while ferry was copying into \(partial); the complete copy keeps that name",
+                                 hint: "move one of them aside, then give \(partial) its name yourself (mv -n); the ledger records the image by the name \(path)")
+            }
+            throw FerryError.syscall("cannot rename \(partial) to", path: path)
+        }
+        guard csys_fsync_dir(Self.folder(of: path)) == 0 else {
+            throw FerryError.syscall("fsync of the folder holding", path: path, hint: "the new name may not survive a crash; run ferry verify \(path) to check")
+        }
     }
 
     /// Takes `DATASET@ferry-<transfer id>` of the dataset holding `path` (nil: not on ZFS). One

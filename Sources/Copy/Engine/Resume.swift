@@ -159,11 +159,17 @@ extension DestinationWriter {
     /// Re-attaches to an unfinished destination record at checkpoint `n` once a re-read from the
     /// medium of a sample of the copied chunks (all of them with `verifyPrefix`) matches the
     /// ledger: this end wrote past its checkpoint before it stopped, so its times say nothing.
-    public func resume(ledger: Ledger, image: ImageRecord, at n: Int, verifyPrefix: Bool) throws -> (SHA256Hasher, String) {
-        guard (image.container?.format ?? "raw") == format else {
-            throw FerryError(.refused, "cannot resume: the interrupted copy wrote \(path) as \(image.container?.format ?? "raw"), this one would write it as \(format)",
-                             hint: "run --resume with the same --dest-format as the interrupted copy, or start over without --resume")
+    /// Refuses to resume a copy that wrote `prior` in another format than this one would: called
+    /// before the destination is opened, since opening a qcow2 for writing may change its header.
+    public func checkResumable(_ prior: ImageRecord) throws {
+        guard (prior.container?.format ?? "raw") == format else {
+            throw FerryError(.refused, "cannot resume: the interrupted copy wrote \(path) as \(prior.container?.format ?? "raw"), this one would write it as \(format)",
+                             hint: "run --resume with the same --dest-format (and --as-is) as the interrupted copy, or start over without --resume")
         }
+    }
+
+    public func resume(ledger: Ledger, image: ImageRecord, at n: Int, verifyPrefix: Bool) throws -> (SHA256Hasher, String) {
+        try checkResumable(image)
         if let recorded = image.stamp, let now = file?.stamp, now.device != recorded.device || now.inode != recorded.inode {
             throw FerryError(.refused, "cannot resume: \(path) is another file than the interrupted copy wrote (inode \(recorded.inode), now \(now.inode))",
                              hint: "start over without --resume, which copies everything again")

@@ -117,6 +117,7 @@ public enum RemoteCopy {
         try ledger.checkWritable()
         let dest = DestinationWriter(path: dst, chunkSize: chunkSize, writeZeros: options.writeZeros, ledger: ledger,
                                      format: try options.destinationFormat(for: dst))
+        if let prior { try dest.checkResumable(prior) }
         dest.takeSnapshot = options.snapshot
         return try endingRuns(of: [dest], in: ledger) {
             try pull(into: dest, prior: prior, host: host, src: src, options: options, ledger: ledger, settings: settings,

@@ -73,11 +73,13 @@ public enum Server {
 
     private static func receive(_ request: CopyRequest, into dest: DestinationWriter, conn: Connection, ledger: Ledger,
                                 log: @escaping (String) -> Void) throws {
+        let point = try Resume.point(transferId: request.transferId, role: .destination, theirs: request.resumeCheckpoints, ledger: ledger)
+        if let (prior, _) = point { try dest.checkResumable(prior) }
         try dest.open(expectedSize: request.size, source: nil)
         var start = 0
         var hasher = SHA256Hasher()
         var checked: String?
-        if let (prior, n) = try Resume.point(transferId: request.transferId, role: .destination, theirs: request.resumeCheckpoints, ledger: ledger) {
+        if let (prior, n) = point {
             (hasher, checked) = try dest.resume(ledger: ledger, image: prior, at: n, verifyPrefix: request.verifyPrefix)
             start = n
         }
