@@ -67,7 +67,9 @@ struct CopyCommand: ParsableCommand {
             exactly that size; another size is refused), writes through its own writable qemu-nbd \
             (O_DIRECT where the file system allows it), leaves zero chunks unallocated (a fresh \
             image: no write at all; an existing one: zeroed, deallocated where qemu can), and \
-            flushes through qemu at every checkpoint and before the copy is marked complete. \
+            flushes through qemu at every checkpoint and before the copy is marked complete. A \
+            new image is written as .NAME.ferry-partial and takes its name only then, so a \
+            failed copy leaves nothing a VM would boot (--resume continues it). \
             qemu's image lock is the claim: a VM or another writer holding the file is refused. \
             The ledger records the destination as qcow2, and `ferry verify` and `ferry resend` \
             read and write it through qemu-nbd too. Needs qemu-utils on the host writing it.
@@ -105,7 +107,7 @@ struct CopyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Read the source as this format: raw (its bytes as they are), vdi, qcow2, vmdk, vpc (VHD), vhdx or qed. Default: from its header.", valueName: "format"))
     var sourceFormat: String?
 
-    @Option(name: .long, help: ArgumentHelp("Write the destination as this format: raw (the disk's bytes as they are) or qcow2 (the disk inside a qcow2 file ferry creates with the source's size, or one of that size; zero chunks stay unallocated). Default: qcow2 for a name ending in .qcow2 (unless --as-is), else raw.", valueName: "format"))
+    @Option(name: .long, help: ArgumentHelp("Write the destination as this format: raw (the disk's bytes as they are) or qcow2 (the disk inside a qcow2 file ferry creates with the source's size, or one of that size; zero chunks stay unallocated). Default: qcow2 for a name ending in .qcow2 (unless --as-is; with --source-format raw, name it), else raw.", valueName: "format"))
     var destFormat: String?
 
     @Flag(name: .long, help: "Write zero chunks as zeros instead of holes or BLKZEROOUT.")

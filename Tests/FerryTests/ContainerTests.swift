@@ -511,6 +511,51 @@ final class ContainerTests: FerryTestCase {
         XCTAssertEqual(try verify(dst).0.status, 0)
     }
 
+    /// Durable means flushed through qemu: the server ferry writes a qcow2 through is traced, and
+    /// it is asked to flush at every checkpoint and once after the last write, before the
+    /// connection ends (so the image is never marked complete on unflushed writes). Zero chunks
+    /// of a fresh image are not sent at all.
+    func testQcow2WritesAreFlushedAtCheckpointsAndAtTheEnd() throws {
+        let src = scratch.file("disk.raw")
+        try writeImage(src, [.random(100 * Self.M), .zeros(56 * Self.M), .random(100 * Self.M)], seed: 77)
+        let trace = scratch.file("nbd-trace")
+        let wrapper = scratch.file("qemu-nbd-traced")
+        try "#!/bin/sh\nexec /usr/bin/qemu-nbd --trace \"enable=nbd_co_receive_request_decode_type,file=\(trace)\" \"$@\"\n"
+            .write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        let dst = scratch.file("disk.qcow2")
+        let r = try runProcess([TestPaths.ferry, "copy", src, dst, "--checkpoint", "64M", "--progress", "none", "--json", "--ledger", ledger],
+                               in: scratch, env: ["FERRY_QEMU_NBD": wrapper])
+        XCTAssertEqual(r.status, 0, r.summary)
+        let requests = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            .compactMap { line in line.range(of: "\\(([a-z ]+)\\)$", options: .regularExpression).map { String(line[$0].dropFirst().dropLast()) } }
+        let flushes = requests.filter { $0 == "flush" }.count
+        XCTAssertGreaterThanOrEqual(flushes, 4, "one flush per 64 MiB checkpoint of 256 MiB, and one at the end: \(Set(requests))")
+        let lastWrite = try XCTUnwrap(requests.lastIndex(of: "write"))
+        XCTAssertTrue(requests[lastWrite...].contains("flush"), "the last write is followed by a flush")
+        XCTAssertEqual(requests.filter { $0 == "write" }.count, 200 * Self.M / (256 << 10), "data chunks only, in 256 KiB requests")
+        XCTAssertFalse(requests.contains("write zeroes"), "a fresh image needs no zeroing")
+        XCTAssertTrue(try sameBytes(try converted(dst, format: "qcow2"), src, in: scratch))
+    }
+
+    /// A far ferry that predates qcow2 destinations ignores --dest-format and would write raw
+    /// bytes into the .qcow2 file: its Ready frame names no format, and the push stops before the
+    /// first chunk, with nothing written there. Through the same relay, untouched, the push works.
+    func testPushToAFarFerryThatCannotWriteQcow2IsRefused() throws {
+        let src = scratch.file("small.raw")
+        try writeImage(src, [.random(4 * Self.M), .zeros(4 * Self.M)], seed: 3)
+        let far = scratch.file("far.qcow2")
+        let old = try ferry(["copy", src, "localhost:" + far, "--progress", "none", "--ledger", ledger]
+                            + remoteOptions(relayShell(["--drop-ready-key", "format"])))
+        XCTAssertEqual(old.status, 5, old.summary)
+        XCTAssertTrue(old.stderr.contains("does not know --dest-format"), old.summary)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.contains("far.qcow2") }, [],
+                       "nothing was written at the far end")
+        let now = try copy(src, "localhost:" + far, remoteOptions(relayShell(["--drop-ready-key", "none"])))
+        XCTAssertEqual(now.destination.format, "qcow2")
+        XCTAssertTrue(try sameBytes(try converted(far, format: "qcow2"), src, in: scratch))
+    }
+
     /// Over ssh: a push into a qcow2 on the far host (as `ferry copy vm.vdi root@pve:...qcow2`),
     /// verified and repaired there; a pull into a local qcow2.
     func testQcow2DestinationOverSSH() throws {

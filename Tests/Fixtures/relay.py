@@ -10,9 +10,13 @@ the byte streams between ferry and the far `ferry serve` it starts on this host.
                 enough to be interrupted)
 --flip-up N     invert the byte at offset N of the client -> far stream (a damaged link)
 --flip-down N   invert the byte at offset N of the far -> client stream
+--drop-ready-key K
+                remove key K from the far side's Ready frame (a far ferry that predates it)
 """
 import argparse
+import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -23,6 +27,7 @@ ap.add_argument("--pidfile")
 ap.add_argument("--rate", type=int, default=0)
 ap.add_argument("--flip-up", type=int, action="append", default=[])
 ap.add_argument("--flip-down", type=int, action="append", default=[])
+ap.add_argument("--drop-ready-key", action="append", default=[])
 ap.add_argument("host")
 ap.add_argument("command", nargs=argparse.REMAINDER)
 args = ap.parse_args()
@@ -66,6 +71,47 @@ def pump(src, dst, flips, rate):
                 time.sleep(ahead)
 
 
+class ReadyRewriter:
+    """Parses the far -> client frames (u32 length, u8 type, body) and rewrites the Ready frame."""
+
+    def __init__(self, keys):
+        self.keys, self.pending = keys, b""
+
+    def feed(self, data):
+        self.pending += data
+        out = b""
+        while len(self.pending) >= 5:
+            length = struct.unpack(">I", self.pending[:4])[0]
+            if len(self.pending) < 4 + length:
+                break
+            kind, body = self.pending[4], self.pending[5:4 + length]
+            self.pending = self.pending[4 + length:]
+            if kind == 0x03:
+                ready = json.loads(body)
+                for k in self.keys:
+                    ready.pop(k, None)
+                body = json.dumps(ready).encode()
+            out += struct.pack(">IB", len(body) + 1, kind) + body
+        return out
+
+
+def down_pump(src, dst, keys):
+    rewriter = ReadyRewriter(keys)
+    while True:
+        try:
+            data = os.read(src, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        data = rewriter.feed(data)
+        try:
+            while data:
+                data = data[os.write(dst, data):]
+        except OSError:
+            break
+
+
 def up():
     pump(0, far.stdin.fileno(), args.flip_up, args.rate)
     try:
@@ -75,7 +121,10 @@ def up():
 
 
 threading.Thread(target=up, daemon=True).start()
-pump(far.stdout.fileno(), 1, args.flip_down, args.rate)
+if args.drop_ready_key:
+    down_pump(far.stdout.fileno(), 1, args.drop_ready_key)
+else:
+    pump(far.stdout.fileno(), 1, args.flip_down, args.rate)
 os.close(1)
 code = far.wait()
 os._exit(code if code >= 0 else 255)
