@@ -16,7 +16,7 @@ trap 'sh "$HERE/../scripts/sshd-loopback.sh" stop "$WORK/ssh" 2>/dev/null; rm -r
 export FERRY_LEDGER="$WORK/local.db"
 VDI="$WORK/vm.vdi"
 csv="$WORK/runs.csv"
-echo "round,name,bytes,seconds,peak_rss_kib" >"$csv"
+echo "round,name,bytes,seconds,peak_rss_kib,far_peak_rss_kib" >"$csv"
 . "$HERE/lib.sh"
 
 echo "making a ${VIRT_GIB} GiB VDI with ${ALLOC_MIB} MiB of data in 8 MiB runs ..." >&2
@@ -45,6 +45,8 @@ sh "$HERE/../scripts/sshd-loopback.sh" start "$WORK/ssh" >/dev/null
 RSH=$(cat "$WORK/ssh/rsh")
 H=root@127.0.0.1
 SOCK="$WORK/nbd.sock"
+FARBIN=$(far_ferry "$BIN")
+FAR="-e '$RSH' --remote-ferry '$FARBIN' --remote-ledger '$WORK/far.db'"
 
 round=1
 while [ $round -le $ROUNDS ]; do
@@ -55,8 +57,15 @@ while [ $round -le $ROUNDS ]; do
   rm -f "$WORK/nbdcopy.raw"
   measure ferry-copy-vdi-local "$VIRTUAL" "'$BIN' copy --progress none --json '$VDI' '$WORK/local.raw' > '$WORK/local.json'"
   rm -f "$WORK/local.raw"
-  measure ferry-copy-vdi-ssh "$VIRTUAL" "'$BIN' copy --progress none --json -e '$RSH' --remote-ferry '$BIN' --remote-ledger '$WORK/far.db' '$VDI' $H:'$WORK/far.raw' > '$WORK/ssh.json'"
+  measure ferry-copy-vdi-ssh "$VIRTUAL" "'$BIN' copy --progress none --json $FAR '$VDI' $H:'$WORK/far.raw' > '$WORK/ssh.json'"
   rm -f "$WORK/far.raw"
+  # Into a qcow2 (a Proxmox directory storage): next to qemu-img convert, which hashes nothing.
+  measure qemu-img-convert-vdi-to-qcow2 "$VIRTUAL" "qemu-img convert -f vdi -O qcow2 '$VDI' '$WORK/convert.qcow2'"
+  rm -f "$WORK/convert.qcow2"
+  measure ferry-copy-vdi-to-qcow2-local "$VIRTUAL" "'$BIN' copy --progress none '$VDI' '$WORK/local.qcow2'"
+  rm -f "$WORK/local.qcow2"
+  measure ferry-copy-vdi-to-qcow2-ssh "$VIRTUAL" "'$BIN' copy --progress none $FAR '$VDI' $H:'$WORK/far.qcow2'"
+  rm -f "$WORK/far.qcow2"
   measure ferry-verify-vdi "$VIRTUAL" "'$BIN' verify --progress none '$VDI'"
   measure ferry-copy-empty-vdi "$VIRTUAL" "'$BIN' copy --progress none '$EMPTY' '$WORK/empty.raw'"
   rm -f "$WORK/empty.raw"
@@ -71,11 +80,14 @@ read, allocated, virtual = map(int, sys.argv[2:5])
 names = list(dict.fromkeys(r["name"] for r in rows))
 med = {n: statistics.median(float(r["seconds"]) for r in rows if r["name"] == n) for n in names}
 rss = {n: max(int(r["peak_rss_kib"]) for r in rows if r["name"] == n) for n in names}
+far = {n: max((int(r["far_peak_rss_kib"]) for r in rows if r["name"] == n and r.get("far_peak_rss_kib")), default=0) for n in names}
 seed = med["seed-pipeline-nbdcopy-ssh"]
 print(f"virtual size {virtual / 2**30:.2f} GiB, allocated {allocated / 2**20:.1f} MiB, rounds {len(rows) // len(names)}")
-print(f"{'row':32} {'median s':>9} {'x seed':>7} {'peak RSS':>10}")
+print(f"{'row':32} {'median s':>9} {'min-max s':>13} {'x seed':>7} {'peak RSS':>10} {'far RSS':>10}")
 for n in names:
-    print(f"{n:32} {med[n]:9.2f} {med[n] / seed:7.3f} {rss[n] / 1024:8.1f} MiB")
+    lo, hi = min(float(r["seconds"]) for r in rows if r["name"] == n), max(float(r["seconds"]) for r in rows if r["name"] == n)
+    farcol = f"{far[n] / 1024:6.1f} MiB" if far[n] else "         -"
+    print(f"{n:32} {med[n]:9.2f} {lo:6.2f}-{hi:<6.2f} {med[n] / seed:7.3f} {rss[n] / 1024:6.1f} MiB {farcol}")
 print(f"ferry read {read} bytes from the VDI for {allocated} allocated: {read / allocated:.3f}x")
 print(f"hashing the unallocated zeros: {med['ferry-copy-empty-vdi'] / (virtual / 2**30):.2f} s per GiB of virtual size (ferry copy of an empty VDI of that size, one end)")
 PY

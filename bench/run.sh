@@ -4,7 +4,8 @@
 # over loopback ssh (with sha256sum and with openssl), the same without hashes, and rsync's
 # repair. Rounds are interleaved (every row once per round) and the table gives medians, so a
 # burst of noise moves one sample, not the result; ratios come from the same run. Peak RSS is the
-# largest any round saw (of the local process). Every sample goes to a CSV.
+# largest any round saw, of the local process and (ssh rows) of the far ferry. Every sample goes
+# to a CSV.
 # Usage: bench/run.sh BIN [SIZE_MIB] [ROUNDS]      BENCH_CSV=PATH keeps the CSV.
 set -eu
 BIN=$1
@@ -17,7 +18,7 @@ export FERRY_LEDGER="$WORK/local.db"
 SRC="$WORK/src.raw"
 RND="$WORK/random.raw"
 csv="$WORK/runs.csv"
-echo "round,name,bytes,seconds,peak_rss_kib" >"$csv"
+echo "round,name,bytes,seconds,peak_rss_kib,far_peak_rss_kib" >"$csv"
 
 . "$HERE/lib.sh"
 
@@ -48,7 +49,8 @@ if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then
   RSH=$(cat "$WORK/ssh/rsh")
   H=root@127.0.0.1
   SSH=yes
-  FAR="-e '$RSH' --remote-ferry '$BIN' --remote-ledger '$WORK/far.db'"
+  FARBIN=$(far_ferry "$BIN")
+  FAR="-e '$RSH' --remote-ferry '$FARBIN' --remote-ledger '$WORK/far.db'"
 else
   echo "sshd not installed: skipping the ssh measurements" >&2
 fi
@@ -74,7 +76,7 @@ while [ $round -le "$ROUNDS" ]; do
     rm -f "$WORK/seed.raw"
     rm -f "$WORK/far.raw"
     measure "ferry-copy-ssh" "$BYTES" "'$BIN' copy --progress none $FAR '$SRC' $H:'$WORK/far.raw'"
-    measure "ferry-copy-ssh-aes-gcm" "$BYTES" "'$BIN' copy --progress none -e '$RSH -c aes128-gcm@openssh.com' --remote-ferry '$BIN' --remote-ledger '$WORK/far.db' '$SRC' $H:'$WORK/far2.raw'"
+    measure "ferry-copy-ssh-aes-gcm" "$BYTES" "'$BIN' copy --progress none -e '$RSH -c aes128-gcm@openssh.com' --remote-ferry '$FARBIN' --remote-ledger '$WORK/far.db' '$SRC' $H:'$WORK/far2.raw'"
     rm -f "$WORK/far2.raw"
     measure "seed-pipeline-ssh-random" "$BYTES" "pv -q '$RND' | tee >(sha256sum >'$WORK/a.sha') | $RSH $H \"tee >(sha256sum >'$WORK/b.sha') | dd of='$WORK/seed.raw' bs=1M status=none\""
     rm -f "$WORK/seed.raw"
@@ -106,14 +108,15 @@ names = list(dict.fromkeys(r["name"] for r in rows))
 med = {n: statistics.median(float(r["seconds"]) for r in rows if r["name"] == n) for n in names}
 spread = {n: (min(float(r["seconds"]) for r in rows if r["name"] == n), max(float(r["seconds"]) for r in rows if r["name"] == n)) for n in names}
 rss = {n: max(int(r["peak_rss_kib"]) for r in rows if r["name"] == n) for n in names}
+far = {n: max((int(r["far_peak_rss_kib"]) for r in rows if r["name"] == n and r.get("far_peak_rss_kib")), default=0) for n in names}
 size = {n: int(next(r["bytes"] for r in rows if r["name"] == n)) for n in names}
 base = med["sha256sum"]
 seed = med.get("seed-pipeline-ssh")
-print(f"{'command':28} {'median s':>9} {'min-max s':>13} {'MB/s':>7} {'x sha256sum':>11} {'x seed':>7} {'peak RSS':>10}")
+print(f"{'command':28} {'median s':>9} {'min-max s':>13} {'MB/s':>7} {'x sha256sum':>11} {'x seed':>7} {'peak RSS':>10} {'far RSS':>10}")
 for n in names:
     lo, hi = spread[n]
     ratio = f"{med[n] / seed:7.3f}" if seed else "      -"
-    print(f"{n:28} {med[n]:9.2f} {lo:6.2f}-{hi:<6.2f} {size[n] / med[n] / 1e6:7.0f} {base / med[n]:11.2f} {ratio} {rss[n] / 1024:7.1f} MiB")
+    print(f"{n:28} {med[n]:9.2f} {lo:6.2f}-{hi:<6.2f} {size[n] / med[n] / 1e6:7.0f} {base / med[n]:11.2f} {ratio} {rss[n] / 1024:7.1f} MiB {f"{far[n] / 1024:7.1f} MiB" if far[n] else "         -"}")
 PY
 [ -n "${sent:-}" ] && echo "# bytes on the wire for the repair: ferry resend $sent, rsync --inplace --no-whole-file ${rsent:-?} (rsync also read the whole image on both ends)"
 [ -n "${BENCH_CSV:-}" ] && cp "$csv" "$BENCH_CSV"

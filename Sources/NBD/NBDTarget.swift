@@ -105,9 +105,10 @@ extension NBDImage: WritableMedium {
 
     private func described(_ error: any Error, _ doing: String, _ offset: UInt64?) -> FerryError {
         var e = (error as? FerryError) ?? FerryError(.io, "\(error)")
-        e.message = "\(doing) the guest disk in \(path)" + (offset.map { " at offset \($0)" } ?? "") + ": " + e.message
+        let said = e.message.hasPrefix(path + ": ") ? String(e.message.dropFirst(path.count + 2)) : e.message
+        e.message = "\(doing) the guest disk in \(path)" + (offset.map { " at offset \($0)" } ?? "") + ": " + said
         if let note = server?.failureNote() { e.message += " (" + note + ")" }
-        e.hint = e.hint ?? "nothing was marked complete; check the file system holding \(path) (`qemu-img check -f \(format) \(path)`), then run again with --resume"
+        e.hint = e.hint ?? "nothing was marked complete; check the file system holding it (`qemu-img check -f \(format) \(path)`)"
         return e
     }
 }
