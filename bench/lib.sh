@@ -6,6 +6,7 @@
 #                             round,name,bytes,seconds,peak_rss_kib,far_peak_rss_kib to $csv
 drop() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 far_ferry() {
+  case $1 in /*) set -- "$1" ;; *) set -- "$(pwd)/$1" ;; esac
   printf '#!/bin/sh\nexec /usr/bin/time -f %%M -a -o "%s/far-rss" "%s" "$@"\n' "$WORK" "$1" >"$WORK/far-ferry"
   chmod +x "$WORK/far-ferry"
   echo "$WORK/far-ferry"
