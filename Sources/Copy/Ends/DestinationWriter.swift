@@ -64,7 +64,7 @@ public final class DestinationWriter {
             try checkSectors(expectedSize)
             // An earlier attempt's image under its partial name: a resume continues it, a fresh
             // copy writes it in place (its lock refuses it while that attempt still runs).
-            Self.removeAbandoned(partialPath)
+            if format != "raw" { Self.removeAbandoned(partialPath) }
             if format != "raw" && access(partialPath, F_OK) == 0 {
                 let f = try openClaimed(at: partialPath, create: nil)
                 file = f
