@@ -116,7 +116,8 @@ print(f"{'command':28} {'median s':>9} {'min-max s':>13} {'MB/s':>7} {'x sha256s
 for n in names:
     lo, hi = spread[n]
     ratio = f"{med[n] / seed:7.3f}" if seed else "      -"
-    print(f"{n:28} {med[n]:9.2f} {lo:6.2f}-{hi:<6.2f} {size[n] / med[n] / 1e6:7.0f} {base / med[n]:11.2f} {ratio} {rss[n] / 1024:7.1f} MiB {f"{far[n] / 1024:7.1f} MiB" if far[n] else "         -"}")
+    farcol = f"{far[n] / 1024:7.1f} MiB" if far[n] else "         -"
+    print(f"{n:28} {med[n]:9.2f} {lo:6.2f}-{hi:<6.2f} {size[n] / med[n] / 1e6:7.0f} {base / med[n]:11.2f} {ratio} {rss[n] / 1024:7.1f} MiB {farcol}")
 PY
 [ -n "${sent:-}" ] && echo "# bytes on the wire for the repair: ferry resend $sent, rsync --inplace --no-whole-file ${rsent:-?} (rsync also read the whole image on both ends)"
 [ -n "${BENCH_CSV:-}" ] && cp "$csv" "$BENCH_CSV"
