@@ -112,14 +112,8 @@ public final class NBDConnection {
         // leaves it in flight with `box` gone.
         let none = nbd_completion_callback(callback: nil, user_data: nil, free: nil)
         try withExtendedLifetime(box) {
-            let cookie = nbd_aio_block_status(handle, count, offset, callback, none, 0)
-            guard cookie >= 0 else { throw Self.lastError(name, "asking which extents hold data at offset \(offset)") }
-            while true {
-                let done = nbd_aio_command_completed(handle, UInt64(cookie))
-                if done == 1 { break }
-                if done < 0 { throw Self.lastError(name, "asking which extents hold data at offset \(offset)") }
-                try poll("waiting for the extents at offset \(offset)")
-            }
+            try complete(nbd_aio_block_status(handle, count, offset, callback, none, 0),
+                         "asking which extents hold data at offset \(offset)")
         }
         // Keep only what lies inside the request, in order and without gaps.
         var out: [Extent] = []
@@ -154,6 +148,9 @@ public final class NBDConnection {
             nbd_aio_pread(handle, buffer + done, n, at, none, 0)
         }
     }
+
+    /// Whether the connection is gone (the server closed it or died).
+    public var isDead: Bool { nbd_aio_is_dead(handle) == 1 || nbd_aio_is_closed(handle) == 1 }
 
     /// Whether the server accepts writes (ferry's qemu-nbd for a destination; not a read-only export).
     public var writable: Bool { nbd_is_read_only(handle) == 0 }
@@ -192,13 +189,17 @@ public final class NBDConnection {
                              hint: "write the disk through a server that supports flush (qemu-nbd does)")
         }
         let none = nbd_completion_callback(callback: nil, user_data: nil, free: nil)
-        let cookie = nbd_aio_flush(handle, none, 0)
-        guard cookie >= 0 else { throw Self.lastError(name, "flushing its writes") }
+        try complete(nbd_aio_flush(handle, none, 0), "flushing its writes (they may not be on the medium; do not trust them)")
+    }
+
+    /// Waits for the one request `cookie` names (a negative cookie: it was never issued).
+    private func complete(_ cookie: Int64, _ doing: String) throws {
+        guard cookie >= 0 else { throw Self.lastError(name, doing) }
         while true {
             let done = nbd_aio_command_completed(handle, UInt64(cookie))
             if done == 1 { return }
-            if done < 0 { throw Self.lastError(name, "flushing its writes (they may not be on the medium; do not trust them)") }
-            try poll("waiting for a flush")
+            if done < 0 { throw Self.lastError(name, doing) }
+            try poll("waiting for: " + doing)
         }
     }
 

@@ -136,7 +136,7 @@ public final class NBDImage: ImageMedium {
             }
         } catch var error as FerryError {
             error.message = "reading the guest disk in \(path) at offset \(offset): " + error.message
-            if let note = server?.failureNote() { error.message += " (" + note + ")" }
+            if let note = server?.failureNote(connectionLost: connection.isDead) { error.message += " (" + note + ")" }
             error.hint = error.hint ?? (server != nil
                 ? "nothing was marked complete; check the container (`qemu-img check -f \(format) \(path)`) and run the copy again with --resume once it reads"
                 : "nothing was marked complete; check the NBD server, then run again with --resume")

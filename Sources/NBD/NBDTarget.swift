@@ -107,7 +107,7 @@ extension NBDImage: WritableMedium {
         var e = (error as? FerryError) ?? FerryError(.io, "\(error)")
         let said = e.message.hasPrefix(path + ": ") ? String(e.message.dropFirst(path.count + 2)) : e.message
         e.message = "\(doing) the guest disk in \(path)" + (offset.map { " at offset \($0)" } ?? "") + ": " + said
-        if let note = server?.failureNote() { e.message += " (" + note + ")" }
+        if let note = server?.failureNote(connectionLost: connection.isDead) { e.message += " (" + note + ")" }
         e.hint = e.hint ?? "nothing was marked complete; check the file system holding it (`qemu-img check -f \(format) \(path)`)"
         return e
     }

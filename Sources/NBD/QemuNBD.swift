@@ -158,8 +158,11 @@ public final class QemuNBD {
     }
 
     /// Why a read through the server failed, when the server is the reason: it died, and what it said.
-    public func failureNote() -> String? {
+    /// `connectionLost`: the connection to it is dead, so it is probably dying; it is given a
+    /// moment to finish exiting, so the note says it is gone rather than nothing.
+    public func failureNote(connectionLost: Bool = false) -> String? {
         guard pid > 0 else { return nil }
+        for _ in 0..<50 where connectionLost && isRunning { usleep(10_000) }
         let said = logText()
         if !isRunning { return "qemu-nbd (pid \(pid)) serving \(container) is gone" + (said.isEmpty ? "" : "; it said: " + said) }
         return said.isEmpty ? nil : "qemu-nbd said: " + said

@@ -41,7 +41,7 @@ if args.pidfile:
     os.rename(tmp, args.pidfile)
 
 
-def pump(src, dst, flips, rate):
+def pump(src, dst, flips, rate, rewriter=None):
     pos = 0
     started = time.monotonic()
     while True:
@@ -58,6 +58,8 @@ def pump(src, dst, flips, rate):
                     buf[off - pos] ^= 0xFF
             data = bytes(buf)
         pos += len(data)
+        if rewriter:
+            data = rewriter.feed(data)
         view = memoryview(data)
         try:
             while view:
@@ -95,23 +97,6 @@ class ReadyRewriter:
         return out
 
 
-def down_pump(src, dst, keys):
-    rewriter = ReadyRewriter(keys)
-    while True:
-        try:
-            data = os.read(src, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        data = rewriter.feed(data)
-        try:
-            while data:
-                data = data[os.write(dst, data):]
-        except OSError:
-            break
-
-
 def up():
     pump(0, far.stdin.fileno(), args.flip_up, args.rate)
     try:
@@ -121,10 +106,8 @@ def up():
 
 
 threading.Thread(target=up, daemon=True).start()
-if args.drop_ready_key:
-    down_pump(far.stdout.fileno(), 1, args.drop_ready_key)
-else:
-    pump(far.stdout.fileno(), 1, args.flip_down, args.rate)
+pump(far.stdout.fileno(), 1, args.flip_down, args.rate,
+     ReadyRewriter(args.drop_ready_key) if args.drop_ready_key else None)
 os.close(1)
 code = far.wait()
 os._exit(code if code >= 0 else 255)
