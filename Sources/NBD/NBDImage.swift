@@ -80,17 +80,12 @@ public final class NBDImage: ImageMedium {
     /// recorded file itself, since a fixed VHD has no header); anything else as it is.
     /// `recorded` "header": no record to go by, the file's header decides.
     public static func open(_ path: String, recorded: String?, isRecordedPath: Bool) throws -> any ImageMedium {
-        if isURI(path) { return try openURI(path) }
+        if DeviceIdentity.isURI(path) { return try openURI(path) }
         let file = try ImageFile.openForReading(path, direct: true)
         guard let recorded, recorded != "nbd", file.size != nil else { return file }
         guard let format = try DiskImageFormat.detect(in: file)?.qemuName ?? (isRecordedPath && recorded != "header" ? recorded : nil) else { return file }
         file.close()
         return try openContainer(path, format: format)
-    }
-
-    /// Whether `path` is an NBD URI rather than a file.
-    public static func isURI(_ path: String) -> Bool {
-        ["nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://"].contains { path.hasPrefix($0) }
     }
 
     public var size: UInt64? { connection.size }

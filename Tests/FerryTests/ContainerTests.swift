@@ -302,6 +302,13 @@ final class ContainerTests: FerryTestCase {
         XCTAssertTrue(try sameBytes(dst, base, in: scratch))
     }
 
+    /// A 64 MiB VDI with the test's writes, the raw disk inside it, and that disk's SHA-256.
+    private func sampleVDI(_ name: String) throws -> (vdi: String, raw: String, digest: String) {
+        let vdi = try makeContainer(name, format: "vdi", size: 64 * Self.M, writes: Self.writes)
+        let raw = try converted(vdi, format: "vdi")
+        return (vdi, raw, try sha256sum(raw, in: scratch))
+    }
+
     /// Over ssh: a push from a local VDI, and a pull of a VDI on the far host, read the disk
     /// inside it at the host holding it.
     func testContainerOverSSHPushAndPull() throws {
@@ -309,22 +316,16 @@ final class ContainerTests: FerryTestCase {
         do { sshd = try PrivateSSHD() } catch let e as SSHDUnavailable { try skipUnlessRequired("no sshd: \(e.reason)") }
         defer { sshd.stop() }
         let options = remoteOptions(sshd.rsh)
-        let vdi = try makeContainer("far.vdi", format: "vdi", size: 64 * Self.M, writes: Self.writes)
-        let raw = try converted(vdi, format: "vdi")
-        let digest = try sha256sum(raw, in: scratch)
+        let (vdi, raw, digest) = try sampleVDI("far.vdi")
 
         let far = scratch.file("pushed.raw")
-        let push = try ferry(["copy", vdi, "\(sshd.host):\(far)", "--json", "--progress", "none", "--ledger", ledger] + options)
-        XCTAssertEqual(push.status, 0, push.summary)
-        let pj = try decode(CopyJSON.self, push.stdout)
+        let pj = try copy(vdi, "\(sshd.host):\(far)", options)
         XCTAssertEqual(pj.source.format, "vdi")
         XCTAssertEqual(pj.destination.sha256, digest)
         XCTAssertTrue(try sameBytes(far, raw, in: scratch))
 
         let here = scratch.file("pulled.raw")
-        let pull = try ferry(["copy", "\(sshd.host):\(vdi)", here, "--json", "--progress", "none", "--ledger", ledger] + options)
-        XCTAssertEqual(pull.status, 0, pull.summary)
-        let lj = try decode(CopyJSON.self, pull.stdout)
+        let lj = try copy("\(sshd.host):\(vdi)", here, options)
         XCTAssertEqual(lj.source.format, "vdi")
         XCTAssertLessThanOrEqual(Double(try XCTUnwrap(lj.source.bytesRead)), 1.1 * Double(try allocated(vdi, format: "vdi")))
         XCTAssertEqual(lj.destination.sha256, digest)
@@ -564,14 +565,10 @@ final class ContainerTests: FerryTestCase {
         do { sshd = try PrivateSSHD() } catch let e as SSHDUnavailable { try skipUnlessRequired("no sshd: \(e.reason)") }
         defer { sshd.stop() }
         let options = remoteOptions(sshd.rsh)
-        let vdi = try makeContainer("vm.vdi", format: "vdi", size: 64 * Self.M, writes: Self.writes)
-        let raw = try converted(vdi, format: "vdi")
-        let digest = try sha256sum(raw, in: scratch)
+        let (vdi, raw, digest) = try sampleVDI("vm.vdi")
 
         let far = scratch.file("far-disk.qcow2")
-        let push = try ferry(["copy", vdi, "\(sshd.host):\(far)", "--json", "--progress", "none", "--ledger", ledger] + options)
-        XCTAssertEqual(push.status, 0, push.summary)
-        let pj = try decode(CopyJSON.self, push.stdout)
+        let pj = try copy(vdi, "\(sshd.host):\(far)", options)
         XCTAssertEqual(pj.destination.format, "qcow2")
         XCTAssertEqual(pj.destination.sha256, digest)
         XCTAssertTrue(try sameBytes(try converted(far, format: "qcow2"), raw, in: scratch))
@@ -585,9 +582,7 @@ final class ContainerTests: FerryTestCase {
         XCTAssertTrue(try sameBytes(try converted(far, format: "qcow2"), raw, in: scratch))
 
         let here = scratch.file("pulled.qcow2")
-        let pull = try ferry(["copy", "\(sshd.host):\(vdi)", here, "--json", "--progress", "none", "--ledger", ledger] + options)
-        XCTAssertEqual(pull.status, 0, pull.summary)
-        let lj = try decode(CopyJSON.self, pull.stdout)
+        let lj = try copy("\(sshd.host):\(vdi)", here, options)
         XCTAssertEqual(lj.destination.format, "qcow2")
         XCTAssertEqual(lj.destination.sha256, digest)
         XCTAssertTrue(try sameBytes(try converted(here, format: "qcow2"), raw, in: scratch))

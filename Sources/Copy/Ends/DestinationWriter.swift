@@ -129,7 +129,7 @@ public final class DestinationWriter {
                 throw FerryError(.usage, "ferry writes a destination as raw or qcow2, not '\(given)'",
                                  hint: "--dest-format raw (the disk's bytes as they are) or --dest-format qcow2")
             }
-            if given != "raw" && (path == "-" || NBDImage.isURI(path)) {
+            if given != "raw" && (path == "-" || DeviceIdentity.isURI(path)) {
                 throw FerryError(.usage, "\(path) cannot be written as \(given): a \(given) destination is a file ferry creates or opens",
                                  hint: "name a .\(given) file, or leave --dest-format out")
             }

@@ -69,7 +69,7 @@ public final class SourceReader {
     /// Opens what `path` names: an NBD URI, the guest disk inside a container file (its format
     /// from `sourceFormat` or its header), or the file, device or stream itself.
     static func openMedium(_ path: String, asIs: Bool, sourceFormat: String?) throws -> ImageMedium {
-        if NBDImage.isURI(path) {
+        if DeviceIdentity.isURI(path) {
             if asIs || (sourceFormat != nil && sourceFormat != "raw") {
                 throw FerryError(.usage, "\(path) is an NBD export: it has no container format to name or to copy as it is",
                                  hint: "leave out --as-is and --source-format")

@@ -156,9 +156,6 @@ extension SourceReader {
 }
 
 extension DestinationWriter {
-    /// Re-attaches to an unfinished destination record at checkpoint `n` once a re-read from the
-    /// medium of a sample of the copied chunks (all of them with `verifyPrefix`) matches the
-    /// ledger: this end wrote past its checkpoint before it stopped, so its times say nothing.
     /// Refuses to resume a copy that wrote `prior` in another format than this one would: called
     /// before the destination is opened, since opening a qcow2 for writing may change its header.
     public func checkResumable(_ prior: ImageRecord) throws {
@@ -168,6 +165,9 @@ extension DestinationWriter {
         }
     }
 
+    /// Re-attaches to an unfinished destination record at checkpoint `n` once a re-read from the
+    /// medium of a sample of the copied chunks (all of them with `verifyPrefix`) matches the
+    /// ledger: this end wrote past its checkpoint before it stopped, so its times say nothing.
     public func resume(ledger: Ledger, image: ImageRecord, at n: Int, verifyPrefix: Bool) throws -> (SHA256Hasher, String) {
         try checkResumable(image)
         if let recorded = image.stamp, let now = file?.stamp, now.device != recorded.device || now.inode != recorded.inode {
